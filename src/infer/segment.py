@@ -1,0 +1,148 @@
+"""Sentence segmentation with exact character offsets, minus the non-sentences the guidelines drop.
+
+Lines are segmented one at a time: in scraped news a line break ends a headline, byline or caption even without
+a full stop.  Each span satisfies ``text[start:end] == sentence`` on the original input (HTML entities and odd
+whitespace included); :func:`model_text` gives the cleaned string the classifier reads.  The default backend,
+syntok, had the best boundary F1 on our corpus (``benchmarks/segmenters.py``); blingfire and pysbd are kept
+selectable because they trade accuracy for speed differently.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+BACKENDS = ("syntok", "blingfire", "pysbd")
+
+# Lines or spans that are page furniture, not sentences (guidelines rule 6).  Anchored, case-insensitive.
+_FURNITURE = re.compile(
+    r"""^(?:
+        source\ link | leave\ a\ (?:comment|reply) | posted\ in\b.* | filed\ under\b.* | tags?:.* |
+        read\ (?:more|also|next)\b.* | related(?:\ (?:stories|articles|coverage))?:?.* | advertisement |
+        share\ (?:this|on)\b.* | follow\ (?:us|\w+)\ on\b.* | sign\ up\b.* | subscribe\b.* |
+        (?:last\ )?(?:updated|published|posted)(?:\ at|\ on|:)?\ .*\d.* |
+        (?:photo|photograph|picture|image|video|graphic|credit|illustration)s?\s*(?::|by\b|/|\u00a9).* |
+        \(?(?:getty\ images|reuters|ap\ photo|afp|epa|pa\ wire|shutterstock|file\ photo)\b[^.]{0,80}\)? |
+        (?:by|from)\ (?-i:[A-Z\u00c0-\u017f][\w.'\u2019-]+(?:\ [A-Z\u00c0-\u017f][\w.'\u2019-]+){0,3})(?:\s*(?:,|and|\||-|\u2014).{0,60})?(?<![.!?]) |
+        (?:©|copyright)\ .*
+    )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A dateline before the first sentence: "LAGOS, Nigeria (AP) —", "WASHINGTON —", "Paris, March 3 (Reuters) -".
+_DATELINE = re.compile(r"[A-Z][A-Z\u00c0-\u00dd .'-]{2,}(?:,[^—–(\n]{0,40})?(?:\s*\([A-Za-z .]+\))?\s*[—–-]{1,2}\s+")
+_BIO = re.compile(
+    r"^[A-Z][\w'\u2019-]+(?: [A-Z][\w'\u2019.-]+){1,3} (?:is|covers|writes) .{0,80}\b(?:reporter|correspondent|editor|writer|journalist|columnist)\b",
+)
+_END = re.compile(r"[.!?\u2026…]['\"\u2019\u201d)\]]*$")
+_WS = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+def _syntok(line: str) -> Iterator[tuple[int, int]]:
+    from syntok import segmenter
+
+    for paragraph in segmenter.analyze(line):
+        for sentence in paragraph:
+            yield sentence[0].offset, sentence[-1].offset + len(sentence[-1].value)
+
+
+def _blingfire(line: str) -> Iterator[tuple[int, int]]:
+    import blingfire
+
+    _, offsets = blingfire.text_to_sentences_and_offsets(line)
+    yield from offsets
+
+
+def _pysbd(line: str) -> Iterator[tuple[int, int]]:
+    import pysbd
+
+    for span in pysbd.Segmenter(language="en", clean=False, char_span=True).segment(line):
+        yield span.start, span.end
+
+
+_SPLITTERS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
+    "syntok": _syntok,
+    "blingfire": _blingfire,
+    "pysbd": _pysbd,
+}
+
+
+def is_furniture(sentence: str, title: str | None = None) -> bool:
+    """True for headlines, bylines, credits, "Source link" and the like (guidelines rule 6)."""
+    clean = _WS.sub(" ", html.unescape(sentence)).strip()
+    if not clean:
+        return True
+    if title and clean.rstrip(".") == _WS.sub(" ", html.unescape(title)).strip().rstrip("."):
+        return True
+    if _FURNITURE.match(clean) or _BIO.match(clean):
+        return True
+    # Headings and section titles: short and without closing punctuation.
+    return not _END.search(clean) and len(clean.split()) <= 14
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+_ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def _decoded(line: str) -> tuple[str, list[int], list[int]]:
+    """The line with HTML entities decoded, and each decoded character's raw start and end offsets."""
+    out, starts, ends, pos = [], [], [], 0
+    for m in _ENTITY.finditer(line):
+        for i in range(pos, m.start()):
+            out.append(line[i]), starts.append(i), ends.append(i + 1)
+        for ch in html.unescape(m.group()):
+            out.append(ch), starts.append(m.start()), ends.append(m.end())
+        pos = m.end()
+    for i in range(pos, len(line)):
+        out.append(line[i]), starts.append(i), ends.append(i + 1)
+    return "".join(out), starts, ends
+
+
+def raw_spans(text: str, backend: str = "syntok") -> Iterator[tuple[int, int]]:
+    """Sentence boundaries line by line, before any filtering (what the segmenter benchmark scores).
+
+    The splitter sees entities decoded ("&quot;" as a quote mark), offsets are mapped back to the raw text.
+    """
+    split = _SPLITTERS[backend]
+    for line in re.finditer(r"[^\r\n]+", text):
+        decoded, starts, ends = _decoded(line.group())
+        for a, b in split(decoded):
+            if b <= a:
+                continue
+            start, end = _trim(text, line.start() + starts[a], line.start() + ends[b - 1])
+            if end > start:
+                yield start, end
+
+
+def segment(text: str, title: str | None = None, backend: str = "syntok") -> list[Span]:
+    if backend not in _SPLITTERS:
+        raise ValueError(f"unknown segmenter {backend!r}; expected one of {', '.join(BACKENDS)}")
+    spans: list[Span] = []
+    for start, end in raw_spans(text, backend):
+        dateline = _DATELINE.match(text, start, end)
+        if dateline and dateline.end() < end:
+            start = dateline.end()
+        if is_furniture(text[start:end], title):
+            continue
+        spans.append(Span(start, end, text[start:end]))
+    return spans
+
+
+def model_text(sentence: str) -> str:
+    """What the classifier reads: entities decoded, whitespace collapsed (offsets stay on the raw text)."""
+    return _WS.sub(" ", html.unescape(sentence)).strip()

@@ -1,0 +1,76 @@
+"""Tag articles with a logged model, loaded by URI: segmentation, batching across articles, one row a sentence.
+
+Only the MLflow model is needed (labels, weights and runtime travel inside it); nothing from ``train`` is imported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from infer.segment import model_text, segment
+
+NEEDS_REVIEW = "needs_review"
+_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
+_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+
+
+def model_version(uri: str) -> str | None:
+    """The registry version behind ``models:/name@alias`` or ``models:/name/3``; None for run or logged-model URIs."""
+    import mlflow
+
+    if m := _VERSION.match(uri):
+        return m["version"]
+    if m := _ALIAS.match(uri):
+        return str(mlflow.MlflowClient().get_model_version_by_alias(m["name"], m["alias"]).version)
+    return None
+
+
+@dataclass(frozen=True)
+class Article:
+    id: str
+    text: str
+    title: str | None = None
+
+
+class Tagger:
+    def __init__(self, model_uri: str, runtime: str | None = None, segmenter: str = "syntok",
+                 min_score: float | None = None, batch_size: int = 512):
+        import mlflow
+
+        self.model_uri = model_uri
+        self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None)
+        self.version = model_version(model_uri)
+        probe = self.model.predict(pd.DataFrame({"text": ["."]}))
+        self.labels = tuple(c[len("prob_"):] for c in probe.columns if c.startswith("prob_"))
+        self.segmenter = segmenter
+        self.min_score = min_score
+        self.batch_size = batch_size
+
+    @property
+    def columns(self) -> list[str]:
+        return ["article_id", "sentence_index", "start", "end", "text", "label", "score",
+                *(f"prob_{label}" for label in self.labels), "model_uri", "model_version"]
+
+    def predict(self, texts: list[str]) -> pd.DataFrame:
+        parts = [self.model.predict(pd.DataFrame({"text": texts[i : i + self.batch_size]}))
+                 for i in range(0, len(texts), self.batch_size)]
+        out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "score"])
+        if self.min_score is not None:
+            out.loc[out["score"] < self.min_score, "label"] = NEEDS_REVIEW
+        return out
+
+    def tag(self, articles: list[Article]) -> pd.DataFrame:
+        """One row per sentence of every article, in article then sentence order."""
+        rows = []
+        for article in articles:
+            for index, span in enumerate(segment(article.text, article.title, self.segmenter)):
+                rows.append((article.id, index, span.start, span.end, span.text))
+        frame = pd.DataFrame(rows, columns=["article_id", "sentence_index", "start", "end", "text"])
+        predictions = self.predict([model_text(t) for t in frame["text"]])
+        frame = pd.concat([frame, predictions.reset_index(drop=True)], axis=1)
+        frame["model_uri"] = self.model_uri
+        frame["model_version"] = self.version
+        return frame[self.columns].astype({"sentence_index": "int64", "start": "int64", "end": "int64"})

@@ -1,0 +1,182 @@
+"""The ``newstag`` command.  Each subcommand imports its stage lazily, so ``--help`` and ``tag`` stay quick.
+
+Exit codes: 0 success; 1 failure; 2 a user error (bad config, bad data, bad arguments), reported without a
+traceback; 3 ``tag`` finished but skipped bad records (listed in ``OUTPUT.errors.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+EXIT_USAGE = 2
+
+
+def _emit(result: dict) -> None:
+    """The last line of stdout is one JSON object, for scripts and pipelines."""
+    print(json.dumps(result, default=str), flush=True)
+
+
+def cmd_train(args) -> int:
+    from train.run import train
+
+    _emit(train(args.config, args.set))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from train.evaluate import evaluate_uri, log_report
+
+    rep = evaluate_uri(args.model, args.data, bootstrap=args.bootstrap)
+    short = {k.split("/", 1)[1]: v for k, v in rep.metrics.items()}
+    result = {"model": args.model, "data": args.data, "n": int(short["n"]), "macro_f1": short["macro_f1"],
+              "accuracy": short["accuracy"], **{k: v for k, v in short.items() if k.startswith(("f1_", "macro_f1_"))}}
+    if args.log:
+        import mlflow
+
+        mlflow.set_experiment(args.experiment)
+        with mlflow.start_run(run_name=f"evaluate {os.path.basename(args.data)}", tags={"model_uri": args.model}) as run:
+            mlflow.log_params({"model_uri": args.model, "data": args.data})
+            log_report(rep)
+            result["run_id"] = run.info.run_id
+    if args.json:
+        _emit(result)
+    else:
+        print(f"{args.model} on {args.data} ({result['n']} sentences)")
+        for key, value in result.items():
+            if isinstance(value, float):
+                print(f"  {key:<28} {value:.4f}")
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from infer.job import EXIT_OK, EXIT_SKIPPED, Job
+
+    if args.engine == "spark":
+        from infer.spark import run_spark
+
+        summary = run_spark(args)
+    else:
+        from infer.tagger import Tagger
+
+        tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score,
+                        batch_size=args.batch_size)
+        job = Job(args.inputs, args.output, tagger, fmt=args.format, chunk_size=args.chunk_size, resume=args.resume,
+                  max_chars=args.max_chars, progress=False if args.no_progress else None)
+        summary = job.run()
+    s = summary.as_dict()
+    print(f"tagged {s['articles_tagged']:,} of {s['articles_read']:,} articles, {s['sentences']:,} sentences in "
+          f"{s['seconds']:.1f}s ({s['sentences_per_second']:,.0f} sentences/s); skipped {s['skipped']:,}"
+          + (f" (see {args.output}.errors.jsonl)" if s["skipped"] else ""), file=sys.stderr)
+    print("labels: " + ", ".join(f"{k} {v:,}" for k, v in sorted(s["labels"].items())), file=sys.stderr)
+    _emit({"output": args.output, **s})
+    return EXIT_SKIPPED if s["skipped"] else EXIT_OK
+
+
+def cmd_promote(args) -> int:
+    from train.registry import promote
+
+    _emit(promote(args.model, args.alias, args.name, best_by=args.best_by))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from train import corpus
+
+    if args.action == "build":
+        _emit(corpus.build(args.raw, args.out, seed=args.seed))
+        return 0
+    report = corpus.validate(args.path)
+    for line in report["messages"]:
+        print(line, file=sys.stderr)
+    _emit({k: v for k, v in report.items() if k != "messages"})
+    return 0 if report["ok"] else 1
+
+
+def cmd_compare(args) -> int:
+    from train.compare import compare
+
+    _emit(compare(args.models, args.data, args.output, log=not args.no_log))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="newstag", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a config and log it to MLflow")
+    t.add_argument("-c", "--config", required=True, help="YAML config (configs/*.yaml or experiments/*.yaml)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.C=2")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a logged model on a labelled JSONL file")
+    e.add_argument("--model", required=True, help="model URI (models:/newstag@champion, runs:/ID/model, ...)")
+    e.add_argument("--data", required=True, help="JSONL with `text` and `label` per line")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals (0: none)")
+    e.add_argument("--log", action="store_true", help="also log the evaluation as an MLflow run")
+    e.add_argument("--experiment", default="newstag-eval", help="experiment for --log")
+    e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("tag", help="tag every sentence of article dumps with a logged model")
+    g.add_argument("inputs", nargs="+", metavar="INPUT", help="JSONL, CSV, Parquet (.gz ok), .txt/.html files or folders")
+    g.add_argument("-o", "--output", required=True, help="output file: .jsonl or .parquet")
+    g.add_argument("--model", default="models:/newstag@champion", help="model URI (default: %(default)s)")
+    g.add_argument("--format", choices=("jsonl", "parquet"), help="output format if the extension does not say")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted job into the same output")
+    g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
+    g.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), help="transformer runtime (default: the model's)")
+    g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))
+    g.add_argument("--batch-size", type=int, default=512, help="sentences per model call")
+    g.add_argument("--chunk-size", type=int, default=1000, help="articles per committed chunk")
+    g.add_argument("--max-chars", type=int, default=200_000, help="longer articles are skipped as errors")
+    g.add_argument("--engine", choices=("local", "spark"), default="local")
+    g.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    g.set_defaults(func=cmd_tag)
+
+    r = sub.add_parser("promote", help="point an alias (e.g. champion) at a model version")
+    r.add_argument("model", nargs="?", help="run id, models:/NAME/VERSION, or a version number")
+    r.add_argument("--alias", default="champion")
+    r.add_argument("--name", default="newstag", help="registered model name")
+    r.add_argument("--best-by", metavar="METRIC", help="pick the version whose run has the highest METRIC (e.g. dev/macro_f1)")
+    r.set_defaults(func=cmd_promote)
+
+    d = sub.add_parser("data", help="build or validate the labelled corpus")
+    dsub = d.add_subparsers(dest="action", required=True)
+    b = dsub.add_parser("build", help="raw annotated articles -> sentences.jsonl with fixed splits")
+    b.add_argument("--raw", default="data/corpus/raw")
+    b.add_argument("--out", default="data/corpus/sentences.jsonl")
+    b.add_argument("--seed", type=int, default=13)
+    v = dsub.add_parser("validate", help="schema, labels, duplicates, leakage and label shares")
+    v.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
+    d.set_defaults(func=cmd_data)
+
+    c = sub.add_parser("compare", help="side-by-side report of two or more runs or models")
+    c.add_argument("models", nargs="+", metavar="RUN_OR_MODEL")
+    c.add_argument("--data", default="data/corpus/sentences.jsonl", help="labelled JSONL; its test split is used if it has one")
+    c.add_argument("-o", "--output", default=".", help="directory for compare.html and compare.md")
+    c.add_argument("--no-log", action="store_true", help="do not log the report as a comparison run")
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # MLflow's INFO chatter and its type-hint advice bury our own output; real warnings still show.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
+    from newstag.errors import USER_ERRORS, describe
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"newstag {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,44 @@
+"""TF-IDF (word and character n-grams) + logistic regression: seconds to train, the bar every model must clear.
+
+The pipeline selects the ``text`` column of a DataFrame through a ColumnTransformer.  A pipeline fitted on a
+Series would, inside MLflow's pyfunc, iterate over a DataFrame's column names and silently return one row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import skops.io as sio
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from train import classifier
+from train.config import BaselineModel, Config
+from train.data import Splits
+
+
+def build(params: BaselineModel, seed: int) -> Pipeline:
+    common = dict(sublinear_tf=params.sublinear_tf, min_df=params.min_df, max_features=params.max_features)
+    features = ColumnTransformer(
+        [
+            ("word", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "text"),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=params.char_ngrams, **common), "text"),
+        ]
+    )
+    model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
+    if params.calibrate:
+        model = CalibratedClassifierCV(model, method="sigmoid", cv=3)
+    return Pipeline([("features", features), ("clf", model)])
+
+
+def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
+    pipeline = build(cfg.model, cfg.seed).fit(splits.train[["text"]], splits.train["label"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    sio.dump(pipeline, model_dir / "pipeline.skops")
+    classifier.write_meta(
+        model_dir, {"kind": "baseline", "labels": list(cfg.labels), "weights": "pipeline.skops", "config": cfg.model_dump(mode="json")}
+    )
+    return classifier.load(model_dir)

@@ -1,0 +1,176 @@
+"""The one classifier interface and the MLflow pyfunc that wraps it (a models-from-code file).
+
+MLflow copies this file into every logged model, so it imports nothing from the project: a model directory
+(``meta.json`` + skops pipeline, or safetensors encoder + tokenizer + head) is everything inference needs.
+Nothing here unpickles: skops loads only an explicit allow-list of types, torch weights are safetensors.
+Both kinds expose ``labels`` and ``predict_proba(texts)``; the trainers evaluate through this same code, so
+what is scored is exactly what is logged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+META = "meta.json"
+# Types skops does not trust by default that our own pipelines contain (probability calibration).
+SKOPS_ALLOWED = {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def read_meta(model_dir: str | Path) -> dict:
+    return json.loads((Path(model_dir) / META).read_text(encoding="utf-8"))
+
+
+def write_meta(model_dir: str | Path, meta: dict) -> None:
+    (Path(model_dir) / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class BaselineClassifier:
+    def __init__(self, model_dir: Path, meta: dict):
+        import skops.io as sio
+
+        path = model_dir / meta["weights"]
+        untrusted = set(sio.get_untrusted_types(file=path))
+        if untrusted - SKOPS_ALLOWED:
+            raise ValueError(f"{path}: refusing to load unexpected types {sorted(untrusted - SKOPS_ALLOWED)}")
+        self.pipeline = sio.load(path, trusted=sorted(untrusted))
+        self.labels = tuple(meta["labels"])
+        # The pipeline's class order is alphabetical; map it onto the model's label order once.
+        self._order = [list(self.pipeline.classes_).index(label) for label in self.labels]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, len(self.labels)))
+        return self.pipeline.predict_proba(pd.DataFrame({"text": list(texts)}))[:, self._order]
+
+
+def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 0.1):
+    """Encoder + pooling ([CLS] or attention-masked mean) + linear head, as a torch module."""
+    import torch
+
+    class EncoderClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+            self.pooling = pooling
+            self.dropout = torch.nn.Dropout(dropout)
+            self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+        def forward(self, input_ids, attention_mask, labels=None):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if self.pooling == "mean":
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            else:
+                pooled = hidden[:, 0]
+            return {"logits": self.head(self.dropout(pooled))}
+
+    return EncoderClassifier()
+
+
+def load_encoder_classifier(model_dir: Path, meta: dict):
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
+    model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"])
+    model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    return model.eval()
+
+
+class TransformerClassifier:
+    """Sorts by length and pads each batch only to its longest sentence (dynamic padding)."""
+
+    def __init__(self, model_dir: Path, meta: dict, runtime: str | None = None):
+        from transformers import AutoTokenizer
+
+        self.labels = tuple(meta["labels"])
+        self.max_length = int(meta["max_length"])
+        self.batch_size = int(meta.get("batch_size", 64))
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.runtime = runtime or meta.get("runtime", "torch")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir / "encoder", local_files_only=True)
+        if self.runtime == "torch":
+            self.model = load_encoder_classifier(model_dir, meta)
+        else:
+            import onnxruntime as ort
+
+            name = "model.int8.onnx" if self.runtime == "onnx-int8" else "model.onnx"
+            if not (model_dir / name).exists():
+                raise ValueError(f"this model was logged without {name}; log it with model.runtime={self.runtime}")
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            self.session = ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"])
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx], truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
+            )
+            ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+            if self.runtime == "torch":
+                import torch
+
+                with torch.inference_mode():
+                    out[idx] = self.model(torch.from_numpy(ids), torch.from_numpy(mask))["logits"].numpy()
+            else:
+                out[idx] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return softmax(self.logits(list(texts)).astype(np.float64) / self.temperature)
+
+
+def load(model_dir: str | Path, runtime: str | None = None):
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    if meta["kind"] == "baseline":
+        return BaselineClassifier(model_dir, meta)
+    if meta["kind"] == "transformer":
+        return TransformerClassifier(model_dir, meta, runtime)
+    raise ValueError(f"{model_dir}: unknown model kind {meta['kind']!r}")
+
+
+def predictions_frame(labels: tuple[str, ...], proba: np.ndarray) -> pd.DataFrame:
+    """The pyfunc's output: ``label``, ``score`` and one ``prob_<label>`` column per label, in label order."""
+    proba = np.asarray(proba, dtype=np.float64).reshape(-1, len(labels))
+    frame = pd.DataFrame({"label": [labels[i] for i in proba.argmax(axis=1)], "score": proba.max(axis=1)})
+    for i, label in enumerate(labels):
+        frame[f"prob_{label}"] = proba[:, i]
+    return frame
+
+
+class NewstagModel(PythonModel):
+    """Takes a DataFrame with a ``text`` column; ``model_config={"runtime": "onnx"}`` switches runtimes at load."""
+
+    def load_context(self, context):
+        runtime = (context.model_config or {}).get("runtime")
+        self.classifier = load(context.artifacts["model"], runtime)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if isinstance(model_input, pd.Series):
+            model_input = model_input.to_frame("text")
+        if not isinstance(model_input, pd.DataFrame) or "text" not in model_input.columns:
+            raise ValueError("newstag models take a DataFrame with a `text` column")
+        texts = ["" if t is None else str(t) for t in model_input["text"].tolist()]
+        return predictions_frame(self.classifier.labels, self.classifier.predict_proba(texts))
+
+
+mlflow.models.set_model(NewstagModel())

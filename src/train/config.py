@@ -1,0 +1,183 @@
+"""One validated training config.
+
+A config file may ``extends:`` another (path relative to itself); mappings are merged key by key, so an
+experiment file holds only what differs.  ``--set a.b=value`` overrides are applied after merging and before
+validation, so a typo in an override is refused exactly like a typo in a file.  Nothing has a hidden default
+that is not visible in the resolved config logged with every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LABELS = ("claim", "attributed_quote", "unverified", "official_response")
+
+
+class ConfigError(Exception):
+    """A user error in a config file or override; the CLI prints it without a traceback (exit 2)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Strict):
+    path: str = "data/corpus/sentences.jsonl"
+    use_split_field: bool = Field(True, description="take train/dev/test from a `split` field when every row has one")
+    dev_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    train_fraction: float = Field(1.0, gt=0, le=1.0, description="subsample of train articles (learning curves)")
+
+
+class BaselineModel(Strict):
+    kind: Literal["baseline"]
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (3, 5)
+    min_df: int = Field(1, ge=1)
+    max_features: int | None = Field(None, ge=1)
+    sublinear_tf: bool = True
+    C: float = Field(4.0, gt=0)
+    class_weight: Literal["balanced"] | None = "balanced"
+    max_iter: int = Field(2000, ge=10)
+    calibrate: bool = Field(False, description="isotonic/sigmoid calibration of probabilities on train folds")
+
+
+class TransformerModel(Strict):
+    kind: Literal["transformer"]
+    name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pooling: Literal["cls", "mean"] = "mean"
+    max_length: int = Field(128, ge=8, le=4096)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    epochs: float = Field(4, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    class_weights: Literal["balanced"] | None = "balanced"
+    early_stopping_patience: int | None = Field(2, ge=1)
+    runtime: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime of the logged model")
+    temperature_scaling: bool = True
+
+
+ModelConfig = Annotated[BaselineModel | TransformerModel, Field(discriminator="kind")]
+
+
+class TrackingConfig(Strict):
+    experiment: str = "newstag"
+    registered_model: str | None = "newstag"
+    alias: str | None = Field(None, description="alias set on the new version, e.g. candidate")
+    run_name: str | None = None
+    log_model: bool = True
+
+
+class EvalConfig(Strict):
+    bootstrap: int = Field(1000, ge=0, description="resamples for the test confidence intervals; 0 turns them off")
+    min_score: float | None = Field(None, ge=0, le=1, description="below this score a sentence needs review")
+
+
+class Config(Strict):
+    seed: int = 13
+    labels: tuple[str, ...] = LABELS
+    data: DataConfig = DataConfig()
+    model: ModelConfig
+    tracking: TrackingConfig = TrackingConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _labels_unique(self) -> Config:
+        if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+            raise ValueError("labels must be at least two distinct names")
+        return self
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` forms a cycle")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, not {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    return _merge(_read_yaml(path.parent / parent, (*seen, path)), raw)
+
+
+def apply_override(tree: dict, assignment: str) -> dict:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (``2e-5``, ``null``, ``[1, 3]``)."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    parts = key.strip().split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {assignment!r}: value is not valid YAML: {err}") from None
+    return tree
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    loc = [str(p) for p in err["loc"]]
+    # Drop the discriminator tag pydantic inserts ("model.baseline.C" -> "model.C").
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in ("baseline", "transformer"):
+        loc.pop(1)
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return key, "unknown key"
+    if err["type"] == "union_tag_invalid":
+        return key, f"unknown model kind {err['input'].get('kind')!r}; known: baseline, transformer"
+    if err["type"] == "union_tag_not_found":
+        return key, "needs a `kind` (baseline or transformer)"
+    return key, f"{err['msg']} (got {err.get('input')!r})"
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    tree = _read_yaml(Path(path))
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {key}: {why}" for key, why in map(_describe, exc.errors()))
+        raise ConfigError(f"{path}: invalid config\n{problems}") from None
+
+
+def resolved_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted params for MLflow (``model.C``), the same names for every model kind where they mean the same."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = ",".join(map(str, value)) if isinstance(value, list) else value
+
+    walk("", cfg.model_dump(mode="json"))
+    return out

@@ -1,0 +1,69 @@
+"""Score a classifier on a labelled split and log the same report for every model kind.
+
+``newstag evaluate`` reuses this on any labelled JSONL and a model URI, so a score printed on the command line is
+computed by the same function as the one in the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from train import metrics, plots, tracking
+
+
+@dataclass
+class Report:
+    split: str
+    labels: tuple[str, ...]
+    frame: pd.DataFrame
+    proba: np.ndarray
+    metrics: dict[str, float]
+
+
+def report(frame: pd.DataFrame, proba: np.ndarray, labels: tuple[str, ...], split: str, bootstrap: int = 0, seed: int = 0) -> Report:
+    y_true = frame["label"].tolist()
+    values = metrics.scores(y_true, proba, labels, split)
+    values.update(metrics.bootstrap_intervals(y_true, metrics.predicted(proba, labels), labels, split, bootstrap, seed))
+    return Report(split, labels, frame, np.asarray(proba), values)
+
+
+def log_report(rep: Report) -> None:
+    """Metrics, confusion matrix, per-class bars, reliability diagram, coverage curve and the error table."""
+    labels = rep.labels
+    y_true = rep.frame["label"].tolist()
+    y_pred = metrics.predicted(rep.proba, labels)
+    tracking.log_metrics(rep.metrics)
+    matrix = metrics.confusion(y_true, y_pred, labels)
+    tracking.log_figure(plots.confusion_figure(matrix, labels, rep.split), f"plots/{rep.split}_confusion.png")
+    tracking.log_figure(plots.per_class_figure(rep.metrics, labels, rep.split), f"plots/{rep.split}_per_class.png")
+    tracking.log_figure(
+        plots.reliability_figure(y_true, rep.proba, labels, f"{rep.split}: ECE {rep.metrics[f'{rep.split}/ece']:.3f}"),
+        f"plots/{rep.split}_reliability.png",
+    )
+    curve = metrics.coverage_curve(y_true, rep.proba, labels)
+    tracking.log_figure(plots.coverage_figure(curve, f"{rep.split}: coverage vs accuracy"), f"plots/{rep.split}_coverage.png")
+    tracking.log_table(curve, f"tables/{rep.split}_coverage.json")
+    errors = metrics.errors_table(rep.frame, rep.proba, labels, rep.split)
+    tracking.log_table(errors, f"tables/{rep.split}_errors.json")
+
+
+def proba_from_output(output: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray]:
+    """Labels (in the model's order) and the probability matrix from a pyfunc prediction frame."""
+    columns = [c for c in output.columns if c.startswith("prob_")]
+    return tuple(c[len("prob_"):] for c in columns), output[columns].to_numpy(dtype=np.float64)
+
+
+def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -> Report:
+    """Load a logged model by URI, check the file's labels against the model's own, and score it."""
+    import mlflow
+
+    from train.data import read_labelled
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    labels, _ = proba_from_output(model.predict(pd.DataFrame({"text": ["."]})))
+    frame = read_labelled(path, labels, require_article=False)
+    _, proba = proba_from_output(model.predict(frame[["text"]]))
+    return report(frame, proba, labels, "eval", bootstrap, seed)

@@ -1,0 +1,79 @@
+"""Shared fixtures: a real sqlite MLflow store in a temp dir, offline Hugging Face, and a tiny trained model.
+
+Expensive things (a trained and registered model) are built once per session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny.jsonl"
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """Every test talks to its own MLflow store and never to the network."""
+    home = tmp_path_factory.mktemp("env")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    yield home
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def run_cli(*args, cwd=None, env=None, check=False, timeout=600) -> subprocess.CompletedProcess:
+    """The real console script in a subprocess, as a user runs it."""
+    proc = subprocess.run([str(BIN / "newstag"), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"newstag {args} exited {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+    return proc
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """The shipped baseline config pointed at the tiny set, C raised so the model can overfit it."""
+    d = tmp_path_factory.mktemp("cfg")
+    cfg = d / "tiny-baseline.yaml"
+    cfg.write_text(
+        f"extends: {ROOT / 'configs' / 'baseline.yaml'}\n"
+        f"data: {{path: {TINY}}}\n"
+        "model: {kind: baseline, C: 100.0}\n"
+        "eval: {bootstrap: 50}\n"
+        "tracking: {registered_model: newstag-test, alias: champion, experiment: tests}\n"
+    )
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_config) -> dict:
+    from train.run import train
+
+    return train(tiny_config)

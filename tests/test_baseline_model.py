@@ -1,0 +1,84 @@
+"""Overfit the tiny set, log, reload by models:/ URI, and require the very same probabilities."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+from conftest import TINY
+
+from train.classifier import load
+from train.evaluate import proba_from_output
+
+
+def test_overfits_tiny_set_and_reports_stable_metric_names(trained):
+    assert trained["model_uri"].startswith("models:/")
+    assert trained["registered_model"] == "newstag-test" and trained["alias"] == "champion"
+    run = mlflow.get_run(trained["run_id"])
+    names = set(run.data.metrics)
+    for split in ("dev", "test"):
+        assert {f"{split}/macro_f1", f"{split}/accuracy", f"{split}/f1_official_response", f"{split}/ece"} <= names
+    assert {"test/macro_f1_lo", "test/macro_f1_hi"} <= names
+    assert run.data.tags["model_kind"] == "baseline"
+    assert run.data.params["data_digest"] == run.data.tags["data_digest"]
+    assert run.data.tags["mlflow.source.git.commit"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(trained["run_id"], "plots")}
+    assert "plots/test_confusion.png" in artifacts and "plots/dev_reliability.png" in artifacts
+    assert [i.dataset.name for i in run.inputs.dataset_inputs]
+
+
+def test_training_overfits_the_train_split(trained, tiny_config):
+    from train.config import load_config
+    from train.data import load_splits
+
+    train = load_splits(load_config(tiny_config)).train
+    out = mlflow.pyfunc.load_model(trained["model_uri"]).predict(train[["text"]])
+    assert (out["label"] == train["label"]).all()  # C=100 on 24 sentences: it must memorise them
+
+
+def test_reload_by_registry_uri_gives_identical_probabilities(trained):
+    texts = pd.read_json(TINY, lines=True)["text"].tolist()
+    by_run = mlflow.pyfunc.load_model(trained["model_uri"]).predict(pd.DataFrame({"text": texts}))
+    by_alias = mlflow.pyfunc.load_model("models:/newstag-test@champion").predict(pd.DataFrame({"text": texts}))
+    pd.testing.assert_frame_equal(by_run, by_alias, check_exact=True)
+    local_dir = os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model")
+    direct = load(local_dir).predict_proba(texts)
+    np.testing.assert_array_equal(proba_from_output(by_run)[1], direct)
+
+
+def test_label_order_and_output_columns(trained):
+    out = mlflow.pyfunc.load_model(trained["model_uri"]).predict(pd.DataFrame({"text": ["A sentence."]}))
+    assert list(out.columns) == ["label", "score", "prob_claim", "prob_attributed_quote", "prob_unverified",
+                                 "prob_official_response"]
+    assert abs(out.filter(like="prob_").sum(axis=1).iloc[0] - 1) < 1e-9
+
+
+def test_batched_equals_one_by_one(trained):
+    model = mlflow.pyfunc.load_model(trained["model_uri"])
+    texts = pd.read_json(TINY, lines=True)["text"].tolist()
+    batched = model.predict(pd.DataFrame({"text": texts}))
+    single = pd.concat([model.predict(pd.DataFrame({"text": [t]})) for t in texts], ignore_index=True)
+    pd.testing.assert_frame_equal(batched, single, check_exact=False, rtol=0, atol=1e-12)
+
+
+def test_dataframe_input_returns_one_row_per_sentence(trained):
+    """Guards the pitfall of a Pipeline fitted on a Series: given a DataFrame it returns one row for N."""
+    model = mlflow.pyfunc.load_model(trained["model_uri"])
+    frame = pd.DataFrame({"text": ["One.", "Two.", "Three."], "other": [1, 2, 3]})
+    assert len(model.predict(frame)) == 3
+
+
+def test_loads_without_pickle(trained):
+    code = (
+        "import mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model({trained['model_uri']!r})\n"
+        "print(len(m.predict(pd.DataFrame({'text': ['The ministry denied it.', 'Police said two died.']}))))\n"
+    )
+    env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "2"
+    files = os.listdir(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
+    assert "pipeline.skops" in files and not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]

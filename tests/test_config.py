@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from train.config import Config, ConfigError, flatten, load_config
+
+ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", [p for p in ALL_CONFIGS if p.name != "base.yaml"], ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert cfg.model.kind in ("baseline", "transformer")
+
+
+def test_experiment_files_hold_only_differences():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        text = path.read_text()
+        assert "extends:" in text, f"{path.name} must extend a config in configs/"
+        assert len([l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]) <= 12
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = write(tmp_path, f"extends: {ROOT/'configs/baseline.yaml'}\nmodel: {{kind: baseline, C_value: 2}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "model.C_value: unknown key" in str(err.value)
+    assert str(p) in str(err.value)
+
+
+def test_wrong_type_is_named(tmp_path):
+    p = write(tmp_path, f"extends: {ROOT/'configs/baseline.yaml'}\nseed: twelve\n")
+    with pytest.raises(ConfigError, match=r"seed: Input should be a valid integer"):
+        load_config(p)
+
+
+def test_unknown_model_kind(tmp_path):
+    p = write(tmp_path, f"extends: {ROOT/'configs/base.yaml'}\nmodel: {{kind: svm}}\n")
+    with pytest.raises(ConfigError, match="unknown model kind 'svm'"):
+        load_config(p)
+
+
+def test_override_applies_and_typos_are_refused():
+    cfg = load_config(ROOT / "configs/baseline.yaml", ["model.C=0.5", "seed=7"])
+    assert cfg.model.C == 0.5 and cfg.seed == 7
+    with pytest.raises(ConfigError, match="model.CC: unknown key"):
+        load_config(ROOT / "configs/baseline.yaml", ["model.CC=1"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(ROOT / "configs/baseline.yaml", ["model.C"])
+
+
+def test_extends_cycle_is_reported(tmp_path):
+    write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_flattened_params_are_stable_names():
+    params = flatten(load_config(ROOT / "configs/baseline.yaml"))
+    assert params["model.kind"] == "baseline"
+    assert params["data.path"] == "data/corpus/sentences.jsonl"
+    assert params["model.word_ngrams"] == "1,2"
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path):
+    p = write(tmp_path, f"extends: {ROOT/'configs/baseline.yaml'}\nmodel: {{kind: baseline, C: -1}}\n")
+    proc = run_cli("train", "-c", p)
+    assert proc.returncode == 2
+    assert "model.C: Input should be greater than 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_missing_config_file(tmp_path):
+    proc = run_cli("train", "-c", tmp_path / "nope.yaml")
+    assert proc.returncode == 2 and "no such config file" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,26 @@
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_infer_never_imports_train():
+    for path in (ROOT / "src" / "infer").rglob("*.py"):
+        assert "train" not in imported_modules(path), f"{path} imports train: inference must need only the logged model"
+
+
+def test_model_code_file_is_self_contained():
+    """MLflow copies classifier.py alone into each model; it must not import the project."""
+    mods = imported_modules(ROOT / "src" / "train" / "classifier.py")
+    assert not mods & {"train", "infer", "newstag"}

@@ -1,0 +1,62 @@
+import pytest
+
+from infer.segment import BACKENDS, is_furniture, model_text, segment
+
+CLUTTERED = (
+    "Minister quits over housing row\r\n"
+    "By Anna Kowalski, Staff Reporter\r\n"
+    "Updated at 14:32 GMT\n\n"
+    "LAGOS, Nigeria (AP) — Gen. Musa said the U.S. offered $3.5 million. &quot;We will not,&quot; he said.  "
+    "“We will never sign. Not this year.” Ngozi Müller, 34, agreed...\n"
+    "Photo: Reuters/John Doe\n"
+    "Firefighters work at the scene on Monday.\n"
+    "The rate fell to 3.5 per cent. Dr. Smith arrived at 5 p.m. on Monday.\n"
+    "Source link\nPosted in World\nLeave a Comment\n"
+    "Anna Kowalski is a senior reporter covering politics.\n"
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_offsets_slice_back_exactly(backend):
+    spans = segment(CLUTTERED, title="Minister quits over housing row", backend=backend)
+    assert spans
+    for span in spans:
+        assert CLUTTERED[span.start : span.end] == span.text
+        assert span.text == span.text.strip()
+    starts = [s.start for s in spans]
+    assert starts == sorted(starts)
+
+
+def test_default_segmenter_sentences_and_furniture():
+    texts = [s.text for s in segment(CLUTTERED, title="Minister quits over housing row")]
+    assert texts[0] == "Gen. Musa said the U.S. offered $3.5 million."  # dateline dropped, abbreviations kept
+    assert "&quot;We will not,&quot; he said." in texts
+    assert "Firefighters work at the scene on Monday." in texts  # captions are kept
+    assert "Dr. Smith arrived at 5 p.m. on Monday." in texts
+    for junk in ("Source link", "Posted in World", "Leave a Comment", "Photo: Reuters/John Doe",
+                 "By Anna Kowalski, Staff Reporter", "Updated at 14:32 GMT", "Minister quits over housing row"):
+        assert junk not in texts
+    assert not any(t.startswith("Anna Kowalski is") for t in texts)
+
+
+def test_model_text_decodes_entities_and_whitespace():
+    assert model_text("&quot;We  will\tnot,&quot; he said.") == '"We will not," he said.'
+
+
+@pytest.mark.parametrize("line", ["Photo: AFP", "(Getty Images)", "Read more: Floods in Spain", "Share this article",
+                                  "Posted in Business", "Tags: floods, weather", "Updated: 12 March 2026, 09:14"])
+def test_furniture_lines(line):
+    assert is_furniture(line)
+
+
+@pytest.mark.parametrize("line", ["Police said the photo was taken in May.", "By noon, the crowd had grown to 5,000.",
+                                  "Source: the ministry would not say.", "He was updated on the case daily."])
+def test_real_sentences_are_not_furniture(line):
+    assert not is_furniture(line)
+
+
+def test_unicode_offsets():
+    text = "Łódź’s mayor said “no”. São Paulo agreed. 東京 followed."
+    spans = segment(text)
+    assert [text[s.start : s.end] for s in spans] == [s.text for s in spans]
+    assert spans[-1].text.endswith("followed.")

@@ -77,6 +77,7 @@ def log_table(frame: pd.DataFrame, path: str) -> None:
 def log_model(model_dir: Path, cfg: Config, example_texts: list[str]) -> tuple[str, str | None]:
     """Log the pyfunc (models-from-code) with the model directory as its artifact; register it when named."""
     example = pd.DataFrame({"text": example_texts})
+    meta = classifier.read_meta(model_dir)
     output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example_texts))
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -86,6 +87,8 @@ def log_model(model_dir: Path, cfg: Config, example_texts: list[str]) -> tuple[s
         input_example=example,
         registered_model_name=cfg.tracking.registered_model,
         pip_requirements=_requirements(cfg),
+        # Declared so that `load_model(uri, model_config={"runtime": "onnx"})` may switch runtimes at load time.
+        model_config={"runtime": meta["runtime"]} if "runtime" in meta else None,
     )
     version = str(info.registered_model_version) if cfg.tracking.registered_model else None
     if version and cfg.tracking.alias:

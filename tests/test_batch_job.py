@@ -1,0 +1,119 @@
+"""Batch tagging as production tooling: kill -9 and resume, every kind of bad record, Parquet and JSONL output."""
+
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from conftest import BIN, TINY, last_json, run_cli
+
+SENTENCES = pd.read_json(TINY, lines=True)["text"].tolist()
+MODEL = "models:/newstag-test@champion"
+
+
+def make_dump(path, n, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(n):
+            text = " ".join(rng.sample(SENTENCES, rng.randint(2, 6)))
+            fh.write(json.dumps({"id": f"art-{i:05d}", "title": f"Story {i}", "text": text}) + "\n")
+
+
+def sorted_rows(path):
+    frame = pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_parquet(path)
+    return frame.sort_values(["article_id", "sentence_index"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, trained, fmt):
+    dump = tmp_path / "dump.jsonl"
+    make_dump(dump, 1500)
+    reference = tmp_path / f"ref.{fmt}"
+    run_cli("tag", dump, "-o", reference, "--model", MODEL, "--chunk-size", "25", check=True)
+
+    out = tmp_path / f"out.{fmt}"
+    parts = tmp_path / f"out.{fmt}.parts"
+    proc = subprocess.Popen([str(BIN / "newstag"), "tag", str(dump), "-o", str(out), "--model", MODEL,
+                             "--chunk-size", "25"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(parts.glob(f"chunk-*.{fmt}")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random(fmt).uniform(0.0, 0.6))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert parts.exists() and not out.exists(), "the job finished before it could be killed; make the dump larger"
+    committed = len(list(parts.glob(f"chunk-*.{fmt}")))
+    assert 0 < committed < 60
+
+    again = run_cli("tag", dump, "-o", out, "--model", MODEL, "--chunk-size", "25")
+    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to clobber an interrupted job
+
+    resumed = run_cli("tag", dump, "-o", out, "--model", MODEL, "--chunk-size", "25", "--resume", check=True)
+    summary = last_json(resumed.stdout)
+    assert summary["articles_read"] == summary["articles_tagged"] == 1500
+    assert not parts.exists()
+    pd.testing.assert_frame_equal(sorted_rows(out), sorted_rows(reference))
+
+
+def test_resume_refuses_a_different_job(tmp_path, trained):
+    dump = tmp_path / "dump.jsonl"
+    make_dump(dump, 20)
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "out.jsonl.parts").mkdir()
+    (tmp_path / "out.jsonl.parts" / "manifest.json").write_text(json.dumps({"inputs": ["/elsewhere"], "chunk_size": 7}))
+    proc = run_cli("tag", dump, "-o", out, "--model", MODEL, "--resume")
+    assert proc.returncode == 2 and "chunk_size" in proc.stderr and "inputs" in proc.stderr
+
+
+def test_every_kind_of_bad_record_is_listed_and_good_ones_tagged(tmp_path, trained):
+    d = tmp_path / "in"
+    d.mkdir()
+    good = [{"id": f"g{i}", "text": SENTENCES[i] + " " + SENTENCES[i + 1]} for i in range(6)]
+    lines = [
+        json.dumps(good[0]),
+        "{not json",
+        json.dumps({"id": "no-text"}),
+        json.dumps({"id": "empty", "text": "   "}),
+        json.dumps({"id": "number", "text": 42}),
+        json.dumps({"text": "No id here."}),
+        json.dumps({"id": "huge", "text": "Word. " * 50_000}),
+        json.dumps(good[1]),
+        json.dumps({"id": "g0", "text": "A duplicate id."}),
+        "[1, 2, 3]",
+    ]
+    (d / "a.jsonl").write_text("\n".join(lines) + "\n")
+    (d / "b.jsonl").write_bytes(json.dumps(good[2]).encode() + b"\n" + b'{"id": "latin", "text": "caf\xe9"}\n')
+    blob = gzip.compress(("\n".join(json.dumps(g) for g in good[3:5]) + "\n").encode() * 200)
+    (d / "c.jsonl.gz").write_bytes(blob[: len(blob) - 20])  # corrupt gzip tail
+    (d / "d.parquet").write_bytes(b"PAR1 this is not parquet")
+    pd.DataFrame([good[5]]).to_csv(d / "e.csv", index=False)
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("tag", d, tmp_path / "missing.jsonl", "-o", out, "--model", MODEL, "--max-chars", "100000")
+    assert proc.returncode == 3, proc.stderr
+    errors = [json.loads(l) for l in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
+    reasons = {(os.path.basename(e["source"]), e["line"]): e["reason"] for e in errors}
+    assert reasons[("a.jsonl", 2)].startswith("invalid JSON")
+    assert reasons[("a.jsonl", 3)] == "missing text"
+    assert reasons[("a.jsonl", 4)] == "empty text"
+    assert reasons[("a.jsonl", 5)] == "text is int, not a string"
+    assert reasons[("a.jsonl", 6)] == "missing id"
+    assert "over the limit" in reasons[("a.jsonl", 7)]
+    assert reasons[("a.jsonl", 9)].startswith("duplicate id")
+    assert reasons[("a.jsonl", 10)] == "not a JSON object"
+    assert reasons[("b.jsonl", 2)].startswith("not UTF-8")
+    assert any(k[0] == "c.jsonl.gz" and "unreadable" in v for k, v in reasons.items())
+    assert any(k[0] == "d.parquet" for k in reasons)
+    assert any(k[0] == "missing.jsonl" and v == "no such file" for k, v in reasons.items())
+    rows = pd.read_json(out, lines=True)
+    tagged = set(rows["article_id"])
+    assert {"g0", "g1", "g2", "g3", "g4", "g5"} <= tagged
+    s = last_json(proc.stdout)
+    assert s["articles_read"] == s["articles_tagged"] + s["skipped"]
+    assert s["skipped"] == len(errors)
+    assert json.loads((tmp_path / "out.jsonl.summary.json").read_text())["skipped"] == len(errors)

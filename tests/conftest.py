@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from tiny_transformer import build_tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.jsonl"
 BIN = Path(sys.executable).parent
+TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,3 +80,20 @@ def trained(tiny_config) -> dict:
     from train.run import train
 
     return train(tiny_config)
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tinybert")
+    bert = build_tiny_bert(d / "bert", TEXTS)
+    cfg = d / "tiny-transformer.yaml"
+    cfg.write_text(
+        f"extends: {ROOT / 'configs' / 'transformer.yaml'}\n"
+        f"data: {{path: {TINY}}}\n"
+        f"model: {{kind: transformer, name_or_path: {bert}, epochs: 3, batch_size: 8, learning_rate: 1.0e-3,"
+        " runtime: onnx-int8}\n"
+        "eval: {bootstrap: 20}\n"
+        "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n"
+    )
+    proc = run_cli("train", "-c", cfg, check=True)
+    return last_json(proc.stdout)

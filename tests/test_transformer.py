@@ -8,28 +8,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, last_json, run_cli
-from tiny_transformer import build_tiny_bert
+from conftest import TINY, run_cli
 
 pytest.importorskip("torch")
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
-
-
-@pytest.fixture(scope="session")
-def tiny_transformer(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tinybert")
-    bert = build_tiny_bert(d / "bert", TEXTS)
-    cfg = d / "tiny-transformer.yaml"
-    cfg.write_text(
-        f"extends: {ROOT / 'configs' / 'transformer.yaml'}\n"
-        f"data: {{path: {TINY}}}\n"
-        f"model: {{kind: transformer, name_or_path: {bert}, epochs: 3, batch_size: 8, learning_rate: 1.0e-3,"
-        " runtime: onnx-int8}\n"
-        "eval: {bootstrap: 20}\n"
-        "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n"
-    )
-    proc = run_cli("train", "-c", cfg, check=True)
-    return last_json(proc.stdout)
 
 
 def test_run_has_curves_and_shared_metric_names(tiny_transformer):

@@ -15,12 +15,14 @@ offered: Spark retries failed tasks itself, and a rerun redoes the whole dump.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -110,8 +112,13 @@ def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -
                             *(StructField(c, LongType()) for c in ("sentence_index", "start", "end")),
                             StructField("text", StringType()), StructField("model_text", StringType())])
     # Model config is how the pyfunc picks its runtime at load, as Tagger passes it to load_model.
-    predict = mlflow.pyfunc.spark_udf(spark, args.model, result_type=result, env_manager="local",
-                                      model_config={"runtime": args.runtime} if args.runtime else None)
+    quiet = logging.getLogger("mlflow.pyfunc")  # its env_manager="local" advice: workers run this very interpreter
+    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    try:
+        predict = mlflow.pyfunc.spark_udf(spark, args.model, result_type=result, env_manager="local",
+                                          model_config={"runtime": args.runtime} if args.runtime else None)
+    finally:
+        quiet.setLevel(level)
     # Contiguous article ranges, at most --chunk-size articles a task but at least one task a core.
     parts = max(1, min(good, max(spark.sparkContext.defaultParallelism, math.ceil(good / args.chunk_size))))
     backend = args.segmenter
@@ -183,6 +190,8 @@ def run_spark(args) -> Summary:
     output = Path(args.output)
     fmt = output_format(output, args.format)
     _check_environment()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # spark_udf copies the model with bars
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     # Loaded once on the driver for the labels, output columns and registry version, and to fail fast on a bad URI.
     tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score)
     output.parent.mkdir(parents=True, exist_ok=True)

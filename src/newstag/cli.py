@@ -89,6 +89,14 @@ def cmd_data(args) -> int:
     if args.action == "build":
         _emit(corpus.build(args.raw, args.out, seed=args.seed))
         return 0
+    if args.action == "card":
+        from train.card import card
+
+        print(card(args.path, args.config, args.learning_curve))
+        return 0
+    if args.action == "agreement":
+        _emit(corpus.agreement(args.corpus, args.second, args.adjudication))
+        return 0
     report = corpus.validate(args.path)
     for line in report["messages"]:
         print(line, file=sys.stderr)
@@ -153,6 +161,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=13)
     v = dsub.add_parser("validate", help="schema, labels, duplicates, leakage and label shares")
     v.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
+    cc = dsub.add_parser("card", help="print the data card's numbers (trains the baseline; logs to newstag-datacard)")
+    cc.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
+    cc.add_argument("-c", "--config", default="configs/baseline.yaml", help="model config for the learning curve")
+    cc.add_argument("--learning-curve", action="store_true", help="also train on 25 %% and 50 %% of train")
+    k = dsub.add_parser("agreement", help="Cohen's kappa of the double-annotated subset")
+    k.add_argument("--corpus", default="data/corpus/sentences.jsonl")
+    k.add_argument("--second", default="data/corpus/double/second.jsonl")
+    k.add_argument("--adjudication", default="data/corpus/double/adjudication.jsonl")
     d.set_defaults(func=cmd_data)
 
     c = sub.add_parser("compare", help="side-by-side report of two or more runs or models")
@@ -168,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # MLflow's INFO chatter and its type-hint advice bury our own output; real warnings still show.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
     from newstag.errors import USER_ERRORS, describe

@@ -180,3 +180,20 @@ def validate(path: str | Path, min_share: float = 0.12) -> dict:
         "split_counts": dict(Counter(r["split"] for _, r in rows)),
         "messages": [f"error: {m}" for m in errors] + [f"warning: {m}" for m in warnings],
     }
+
+
+def agreement(corpus: str | Path, second: str | Path, adjudication: str | Path) -> dict:
+    """Cohen's kappa between the first labels (as they were before adjudication) and a blind second pass."""
+    from sklearn.metrics import cohen_kappa_score
+
+    current = {r["id"]: r["label"] for r in map(json.loads, Path(corpus).read_text(encoding="utf-8").splitlines())}
+    before = {r["id"]: r["first"] for r in map(json.loads, Path(adjudication).read_text(encoding="utf-8").splitlines())}
+    pairs = [(before.get(r["id"], current[r["id"]]), r["label"])
+             for r in map(json.loads, Path(second).read_text(encoding="utf-8").splitlines())]
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    out = {"n": len(pairs), "observed_agreement": round(sum(x == y for x, y in pairs) / len(pairs), 4),
+           "kappa": round(float(cohen_kappa_score(a, b)), 4)}
+    for label in LABELS:
+        out[f"kappa_{label}"] = round(float(cohen_kappa_score([x == label for x in a], [y == label for y in b])), 4)
+    out["disagreements"] = dict(Counter(f"{x} -> {y}" for x, y in pairs if x != y))
+    return out

@@ -18,20 +18,26 @@ def _short(labels):
 
 def confusion_figure(matrix: np.ndarray, labels: tuple[str, ...], title: str):
     """Counts and row-normalised rates side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
-    for ax, data, fmt, name in ((axes[0], matrix, "d", "counts"), (axes[1], rates, ".2f", "normalised by gold")):
-        ax.imshow(data, cmap="Blues")
-        ax.set_xticks(range(len(labels)), _short(labels), rotation=30, ha="right")
-        ax.set_yticks(range(len(labels)), _short(labels))
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("gold")
-        ax.set_title(f"{title} ({name})")
-        top = data.max() or 1
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                ax.text(j, i, format(data[i, j], fmt), ha="center", va="center",
-                        color="white" if data[i, j] > top / 2 else "black")
+    return confusion_grid([matrix], labels, [title])
+
+
+def confusion_grid(matrices: list[np.ndarray], labels: tuple[str, ...], titles: list[str]):
+    """One row per model: counts, then rates normalised by gold label."""
+    fig, axes = plt.subplots(len(matrices), 2, figsize=(11, 4.6 * len(matrices)), squeeze=False)
+    for row, matrix, title in zip(axes, matrices, titles):
+        rates = matrix / np.clip(matrix.sum(axis=1, keepdims=True), 1, None)
+        for ax, data, fmt, name in ((row[0], matrix, "d", "counts"), (row[1], rates, ".2f", "normalised by gold")):
+            ax.imshow(data, cmap="Blues")
+            ax.set_xticks(range(len(labels)), _short(labels), rotation=30, ha="right")
+            ax.set_yticks(range(len(labels)), _short(labels))
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("gold")
+            ax.set_title(f"{title} ({name})")
+            top = data.max() or 1
+            for i in range(len(labels)):
+                for j in range(len(labels)):
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center",
+                            color="white" if data[i, j] > top / 2 else "black")
     fig.tight_layout()
     return fig
 

@@ -158,6 +158,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
             save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
         )
         callbacks = [CurveLogger(log_step)]
         if params.early_stopping_patience:

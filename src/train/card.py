@@ -1,0 +1,86 @@
+"""Numbers for data/DATACARD.md, recomputed by one command so the card never drifts from the corpus.
+
+``newstag data card`` prints Markdown: counts by label, split, topic and style; a trivial keyword rule scored on
+test beside the baseline (how much more than cue words the corpus demands); and, with ``--learning-curve``, dev
+macro-F1 when training on 25 %, 50 % and 100 % of the train articles.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from train import metrics
+from train.config import LABELS
+
+# The cue words a lazy reader would use; precedence as in the guidelines.
+KEYWORDS = (
+    ("official_response", re.compile(r"\bcomment\b", re.I)),
+    ("unverified", re.compile(r"\b(reportedly|allegedly|unclear|could not be (independently )?verified)\b", re.I)),
+    ("attributed_quote", re.compile(r"\b(said|says|according to|told)\b", re.I)),
+)
+
+
+def keyword_rule(text: str) -> str:
+    return next((label for label, pattern in KEYWORDS if pattern.search(text)), "claim")
+
+
+def _one_hot(predictions: list[str]) -> np.ndarray:
+    return np.array([[1.0 if p == label else 0.0 for label in LABELS] for p in predictions])
+
+
+def _table(frame: pd.DataFrame) -> str:
+    cells = [[str(c) for c in frame.columns]] + frame.astype(str).to_numpy().tolist()
+    return "\n".join(["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+                     + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+
+
+def counts(corpus: pd.DataFrame) -> str:
+    by_split = pd.crosstab(corpus["label"], corpus["split"]).reindex(index=list(LABELS), columns=["train", "dev", "test"])
+    by_split["total"] = by_split.sum(axis=1)
+    by_split["share"] = (by_split["total"] / by_split["total"].sum()).map(lambda v: f"{v:.1%}")
+    articles = corpus.groupby("split")["article_id"].nunique().reindex(["train", "dev", "test"])
+    topics = corpus.groupby("topic").agg(articles=("article_id", "nunique"), sentences=("text", "size")).reset_index()
+    styles = corpus.groupby("style").agg(articles=("article_id", "nunique"), sentences=("text", "size")).reset_index()
+    per_article = corpus.groupby("article_id").size()
+    return "\n\n".join([
+        f"{len(corpus):,} sentences in {corpus['article_id'].nunique()} articles; {corpus['region'].nunique()} regions; "
+        f"sentences per article: median {per_article.median():.0f}, min {per_article.min()}, max {per_article.max()}; "
+        f"articles per split: " + ", ".join(f"{k} {v}" for k, v in articles.items()),
+        _table(by_split.reset_index()), _table(topics), _table(styles),
+    ])
+
+
+def keyword_vs_baseline(corpus: pd.DataFrame, baseline_test: dict[str, float] | None) -> str:
+    test = corpus[corpus["split"] == "test"]
+    rule = metrics.scores(test["label"].tolist(), _one_hot([keyword_rule(t) for t in test["text"]]), LABELS, "test")
+    rows = [{"model": "keyword rule", **{k.split("/")[1]: f"{v:.3f}" for k, v in rule.items() if _headline(k)}}]
+    if baseline_test:
+        rows.append({"model": "baseline (TF-IDF + LR)", **{k.split("/")[1]: f"{v:.3f}" for k, v in baseline_test.items() if _headline(k)}})
+    return _table(pd.DataFrame(rows))
+
+
+def _headline(key: str) -> bool:
+    name = key.split("/", 1)[1]
+    return name in ("macro_f1", "accuracy") or (name.startswith("f1_") and not name.endswith(("_lo", "_hi")))
+
+
+def card(corpus_path: str, config: str, learning_curve: bool) -> str:
+    from train.run import train
+
+    corpus = pd.read_json(corpus_path, lines=True)
+    quiet = ["tracking.registered_model=null", "tracking.experiment=newstag-datacard", "eval.bootstrap=0"]
+    full = train(config, [*quiet, f"data.path={corpus_path}"])
+    parts = ["## Counts", counts(corpus), "## Keyword rule vs baseline (test)",
+             keyword_vs_baseline(corpus, {k: v for k, v in full.items() if k.startswith("test/")})]
+    if learning_curve:
+        rows = []
+        for fraction in (0.25, 0.5, 1.0):
+            result = full if fraction == 1.0 else train(config, [*quiet, f"data.path={corpus_path}", f"data.train_fraction={fraction}"])
+            rows.append({"train fraction": f"{fraction:.0%}", "config": Path(config).name,
+                         "dev macro-F1": f"{result['dev/macro_f1']:.3f}", "run": result["run_id"]})
+        parts += ["## Learning curve", _table(pd.DataFrame(rows))]
+    return "\n\n".join(parts) + "\n"

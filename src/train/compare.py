@@ -1,0 +1,159 @@
+"""``newstag compare``: two or more models side by side on the same labelled sentences.
+
+Every model is re-scored here on the same data by the same metric code (intervals included), so the report
+compares like with like even when the runs were logged months apart.  The report is a Markdown summary and a
+self-contained HTML page, also logged as artifacts of a comparison run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from train import metrics, plots
+from train.config import ConfigError
+from train.data import read_labelled
+from train.evaluate import proba_from_output
+
+
+@dataclass
+class Scored:
+    ref: str
+    uri: str
+    name: str
+    labels: tuple[str, ...]
+    proba: np.ndarray
+    metrics: dict[str, float]
+
+
+def resolve(ref: str) -> tuple[str, str]:
+    """A model URI and a display name for a run id or any model URI."""
+    if "://" in ref or ref.startswith(("models:/", "runs:/")):
+        return ref, ref
+    try:
+        run = mlflow.get_run(ref)
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"{ref!r} is neither a model URI nor a run id") from None
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{ref}'", output_format="list")
+    if not models:
+        raise ConfigError(f"run {ref} logged no model")
+    return models[0].model_uri, run.info.run_name or ref
+
+
+def _load_data(path: str, labels: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
+    frame = read_labelled(path, labels, require_article=False)
+    if "split" in frame.columns and (frame["split"] == "test").any():
+        return frame[frame["split"] == "test"].reset_index(drop=True), f"{path} (test split)"
+    return frame, path
+
+
+def score(refs: list[str], data: str, bootstrap: int = 1000, seed: int = 13) -> tuple[list[Scored], pd.DataFrame, str]:
+    scored, frame, described = [], None, data
+    for ref in refs:
+        uri, name = resolve(ref)
+        model = mlflow.pyfunc.load_model(uri)
+        labels, _ = proba_from_output(model.predict(pd.DataFrame({"text": ["."]})))
+        if frame is None:
+            frame, described = _load_data(data, labels)
+        labels, proba = proba_from_output(model.predict(frame[["text"]]))
+        y = frame["label"].tolist()
+        values = metrics.scores(y, proba, labels, "test")
+        values.update(metrics.bootstrap_intervals(y, metrics.predicted(proba, labels), labels, "test", bootstrap, seed))
+        scored.append(Scored(ref, uri, name, labels, proba, values))
+    if len({s.labels for s in scored}) > 1:
+        raise ConfigError("the models do not share one label set; they cannot be compared sentence by sentence")
+    return scored, frame, described
+
+
+def _metric_table(scored: list[Scored]) -> pd.DataFrame:
+    labels = scored[0].labels
+    names = ["macro_f1", "accuracy", "ece"] + [f"f1_{label}" for label in labels]
+    rows = []
+    for name in names:
+        row = {"metric": name}
+        for s in scored:
+            value, lo, hi = s.metrics[f"test/{name}"], s.metrics.get(f"test/{name}_lo"), s.metrics.get(f"test/{name}_hi")
+            row[s.name] = f"{value:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+        for s in scored[1:]:
+            row[f"Δ {s.name}"] = f"{s.metrics[f'test/{name}'] - scored[0].metrics[f'test/{name}']:+.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _disagreements(scored: list[Scored], frame: pd.DataFrame) -> pd.DataFrame:
+    a, b = scored[0], scored[1]
+    pa, pb = metrics.predicted(a.proba, a.labels), metrics.predicted(b.proba, b.labels)
+    idx = [i for i in range(len(frame)) if pa[i] != pb[i]]
+    return pd.DataFrame({
+        "text": frame["text"].iloc[idx].to_numpy(), "gold": frame["label"].iloc[idx].to_numpy(),
+        a.name: [f"{pa[i]} ({a.proba[i].max():.2f})" for i in idx], b.name: [f"{pb[i]} ({b.proba[i].max():.2f})" for i in idx],
+        "right": ["both" if pa[i] == pb[i] == frame['label'].iloc[i] else a.name if pa[i] == frame["label"].iloc[i]
+                  else b.name if pb[i] == frame["label"].iloc[i] else "neither" for i in idx],
+    })
+
+
+def _confusions_png(scored: list[Scored], frame: pd.DataFrame) -> bytes:
+    y = frame["label"].tolist()
+    matrices = [metrics.confusion(y, metrics.predicted(s.proba, s.labels), s.labels) for s in scored]
+    fig = plots.confusion_grid(matrices, scored[0].labels, [s.name[:40] for s in scored])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plots.close(fig)
+    return buf.getvalue()
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    cells = [list(table.columns)] + table.astype(str).to_numpy().tolist()
+    lines = ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join([lines[0], "|" + "---|" * len(table.columns), *lines[1:]])
+
+
+def _html(title: str, sections: list[tuple[str, str]]) -> str:
+    body = "\n".join(f"<h2>{html.escape(h)}</h2>\n{content}" for h, content in sections)
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+
+
+def compare(refs: list[str], data: str, output: str = ".", log: bool = True, bootstrap: int = 1000) -> dict:
+    if len(refs) < 2:
+        raise ConfigError("compare needs at least two runs or models")
+    scored, frame, described = score(refs, data, bootstrap)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    table, diff = _metric_table(scored), _disagreements(scored, frame)
+    png = _confusions_png(scored, frame)
+    (out / "compare_confusion.png").write_bytes(png)
+    summary = (f"# Model comparison\n\nData: {described}, {len(frame)} sentences. 95 % bootstrap intervals in brackets; "
+               f"Δ is against {scored[0].name}.\n\n" + "\n".join(f"- {s.name}: `{s.uri}`" for s in scored) + "\n\n"
+               + _markdown(table) + f"\n\n{len(diff)} sentences labelled differently by {scored[0].name} "
+               f"and {scored[1].name} (right: {diff['right'].value_counts().to_dict() if len(diff) else {}}).\n\n"
+               "![confusion matrices](compare_confusion.png)\n")
+    (out / "compare.md").write_text(summary, encoding="utf-8")
+    image = f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-width:100%'>"
+    page = _html("newstag model comparison", [
+        ("Models", "<ul>" + "".join(f"<li><b>{html.escape(s.name)}</b>: <code>{html.escape(s.uri)}</code></li>" for s in scored)
+         + f"</ul><p>Data: {html.escape(described)}, {len(frame)} sentences.</p>"),
+        ("Metrics (95 % bootstrap intervals)", table.to_html(index=False, escape=True)),
+        ("Confusion matrices", image),
+        (f"Sentences labelled differently ({len(diff)})", diff.to_html(index=False, escape=True)),
+    ])
+    (out / "compare.html").write_text(page, encoding="utf-8")
+    result = {"output": str(out), "data": described, "n": len(frame), "disagreements": len(diff),
+              "models": {s.name: {"uri": s.uri, "macro_f1": round(s.metrics["test/macro_f1"], 4)} for s in scored}}
+    if log:
+        mlflow.set_experiment("newstag-compare")
+        with mlflow.start_run(run_name="compare " + " vs ".join(s.name for s in scored)[:200]) as run:
+            mlflow.log_params({f"model_{i}": s.uri for i, s in enumerate(scored)} | {"data": described})
+            for name in ("compare.md", "compare.html", "compare_confusion.png"):
+                mlflow.log_artifact(str(out / name))
+            mlflow.log_table(diff, artifact_file="disagreements.json")
+            result["run_id"] = run.info.run_id
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HEALTH_TIMEOUT_S = 90
 TEXT_TIMEOUT_MS = 30_000
+VIEWPORT = {"width": 1600, "height": 1000}
 
 
 def _free_port() -> int:
@@ -43,7 +45,7 @@ def mlflow_server(tmp_path_factory):
     """`mlflow server` on the session's sqlite store, one worker, no job runner; stopped on teardown."""
     tmp = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = open(tmp / "server.log", "wb")
     proc = subprocess.Popen(
@@ -83,30 +85,59 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser_page():
+def browser():
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(TEXT_TIMEOUT_MS)
-            yield page
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
 
 
-def _see(page, text: str) -> None:
-    """Wait (bounded) until some element whose own text is exactly `text` is visible."""
-    page.get_by_text(text, exact=True).first.wait_for(state="visible", timeout=TEXT_TIMEOUT_MS)
+def _new_page(browser, exp_id: str):
+    """A page whose local UI state has the assistant side panel closed and the runs table showing the macro-F1
+    columns (MLflow 3.17's own localStorage keys; the UI merges them with its defaults)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    runs_state = {"selectedColumns": ["attributes.`Source`", "attributes.`Models`", "attributes.`Dataset`",
+                                      "metrics.`dev/macro_f1`", "metrics.`test/macro_f1`"]}
+    items = {"mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": "true", "mlflow.assistant.panelOpen_v1": "false",
+             f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([exp_id])}-ReactComponentState": json.dumps(runs_state)}
+    context.add_init_script("".join(f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in items.items()))
+    page = context.new_page()
+    page.set_default_timeout(TEXT_TIMEOUT_MS)
+    return page
+
+
+def _see(page, text):
+    """Wait (bounded) until an element whose whole text is `text` (a string or a compiled pattern) is visible."""
+    locator = page.get_by_text(text, exact=True).first if isinstance(text, str) else page.get_by_text(text).first
+    locator.wait_for(state="visible", timeout=TEXT_TIMEOUT_MS)
+    return locator
 
 
 def _shot(page, name: str) -> Path:
+    """Screenshot of the whole page.  The UI scrolls inside <main>, so the viewport is first made as tall as
+    that content (bounded), then set back."""
+    close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
+    if close.count() and close.first.is_visible():  # in case the stored panel state was not honoured
+        close.first.click()
+    height = page.evaluate("() => { const m = document.querySelector('main'); "
+                           "return m ? m.scrollHeight - m.clientHeight : 0; }")
+    if height > 0:
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": min(VIEWPORT["height"] + height + 40, 6000)})
+        try:
+            page.wait_for_function("() => { const m = document.querySelector('main'); "
+                                   "return !m || m.scrollHeight <= m.clientHeight + 2; }", timeout=5_000)
+        except sync_api.TimeoutError:
+            pass  # still taller than the cap: the screenshot shows the top part
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / name
     page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
     return path
 
 
-def test_runs_compare_and_registry_pages(request, mlflow_server, browser_page, trained):
+def test_runs_compare_and_registry_pages(request, mlflow_server, browser, trained):
     pytest.importorskip("torch")
     tiny_transformer = request.getfixturevalue("tiny_transformer")
     import mlflow
@@ -118,27 +149,37 @@ def test_runs_compare_and_registry_pages(request, mlflow_server, browser_page, t
     names = [r.info.run_name for r in runs]
     assert len(set(names)) == 2, names
     assert all("dev/macro_f1" in r.data.metrics for r in runs)
-    page = browser_page
+    model, alias = trained["registered_model"], trained["alias"]
+    assert (model, alias) == ("newstag-test", "champion")
+    page = _new_page(browser, exp_id)
+    shots = {}
 
-    # 1. The experiment's runs table lists both runs by name.
+    # 1. The experiment's runs table lists both runs by name (and the macro-F1 column asked for above).
     page.goto(f"{mlflow_server}/#/experiments/{exp_id}/runs")
     for name in names:
         _see(page, name)
-    shots = {"runs": _shot(page, "runs.png")}
+    _see(page, "dev/macro_f1")
+    shots["runs"] = _shot(page, "runs.png")
 
-    # 2. The comparison of the two runs: both names and a metric they share.
+    # 2. The comparison of the two runs: both names and a metric they share, in the metrics table.
     query = urllib.parse.urlencode({"runs": json.dumps([r.info.run_id for r in runs]),
                                     "experiments": json.dumps([exp_id])}, quote_via=urllib.parse.quote)
     page.goto(f"{mlflow_server}/#/compare-runs?{query}")
+    _see(page, f"Comparing {len(runs)} Runs from 1 Experiment")
     for name in names:
         _see(page, name)
-    _see(page, "dev/macro_f1")
+    metric = _see(page, "dev/macro_f1")
+    try:  # the parallel-coordinates plot is decoration: give it a bounded chance to draw before the screenshot
+        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=10_000)
+    except sync_api.TimeoutError:
+        pass
+    metric.scroll_into_view_if_needed()  # the metrics table is virtualised: bring the row into its window
     shots["compare"] = _shot(page, "compare.png")
 
-    # 3. The registered model shows its alias.
-    page.goto(f"{mlflow_server}/#/models/{trained['registered_model']}")
-    _see(page, trained["registered_model"])
-    _see(page, trained["alias"])
+    # 3. The registered model page shows the alias on its version ("@ champion").
+    page.goto(f"{mlflow_server}/#/models/{model}")
+    _see(page, model)
+    _see(page, re.compile(rf"^@\s*{re.escape(alias)}$"))
     shots["model"] = _shot(page, "model.png")
 
     for path in shots.values():

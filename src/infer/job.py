@@ -42,7 +42,8 @@ class Summary:
     seconds: float = 0.0
     labels: dict[str, int] = field(default_factory=dict)
     read_seconds: float = 0.0
-    segment_and_model_seconds: float = 0.0
+    segment_seconds: float = 0.0
+    model_seconds: float = 0.0
     write_seconds: float = 0.0
 
     def add(self, other: dict) -> None:
@@ -137,7 +138,6 @@ class Job:
     def _process(self, index: int, chunk: list[Record], summary: Summary) -> dict:
         good = [r for r in chunk if r.error is None]
         errors = [{"source": r.source, "line": r.line, "id": r.id, "reason": r.error} for r in chunk if r.error]
-        t0 = time.perf_counter()
         frame = self.tagger.tag([Article(r.id, r.text, r.title) for r in good])
         t1 = time.perf_counter()
         stats = {"articles_read": len(chunk), "articles_tagged": len(good), "skipped": len(errors),
@@ -145,7 +145,6 @@ class Job:
         _atomic_write(self._part(index, "errors.jsonl"), lambda p: _write_jsonl(errors, p))
         _atomic_write(self._part(index, "stats.json"), lambda p: p.write_text(json.dumps(stats)))
         _atomic_write(self._part(index, self.fmt), lambda p: _write_rows(frame, p, self.fmt))  # the commit
-        summary.segment_and_model_seconds += t1 - t0
         summary.write_seconds += time.perf_counter() - t1
         return stats
 
@@ -192,6 +191,8 @@ class Job:
                 bar.update(stats["articles_read"])
                 bar.set_postfix(sentences=summary.sentences, skipped=summary.skipped,
                                 sent_per_s=f"{summary.sentences / max(time.perf_counter() - started, 1e-9):.0f}")
+        summary.segment_seconds = self.tagger.seconds["segment"]
+        summary.model_seconds = self.tagger.seconds["model"]
         t0 = time.perf_counter()
         self._merge(count)
         summary.write_seconds += time.perf_counter() - t0

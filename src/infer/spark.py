@@ -195,7 +195,7 @@ def run_spark(args) -> Summary:
     # Loaded once on the driver for the labels, output columns and registry version, and to fail fast on a bad URI.
     tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score)
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=output.name + ".spark-", dir=output.parent))
+    work = Path(tempfile.mkdtemp(prefix=output.name + ".spark-", dir=output.parent)).resolve()  # Spark wants URIs
     summary, started, spark = Summary(), time.perf_counter(), None
     try:
         (work / "errors").mkdir()

@@ -111,7 +111,7 @@ class TransformerClassifier:
 
             name = "model.int8.onnx" if self.runtime == "onnx-int8" else "model.onnx"
             if not (model_dir / name).exists():
-                raise ValueError(f"this model was logged without {name}; log it with model.runtime={self.runtime}")
+                raise ValueError(f"this model was logged without {name}; retrain it with this version of newstag")
             options = ort.SessionOptions()
             options.log_severity_level = 3
             self.session = ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"])

@@ -106,7 +106,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
-def export_onnx(model, tokenizer, model_dir: Path, quantize: bool) -> None:
+def export_onnx(model, tokenizer, model_dir: Path, quantize: bool = True) -> None:
     """ONNX graph with dynamic batch and sequence axes; optionally int8 dynamic quantisation per channel."""
     sample = tokenizer(["A short sample sentence.", "Another one"], padding=True, return_tensors="pt",
                        return_token_type_ids=False)
@@ -189,8 +189,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         if log_step is not None:
             log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
                       "calibration/dev_ece_after": after})
-    if params.runtime != "torch":
-        export_onnx(model, tokenizer, model_dir, quantize=params.runtime == "onnx-int8")
-        meta["runtime"] = params.runtime
+    # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.
+    export_onnx(model, tokenizer, model_dir, quantize=True)
+    meta["runtime"] = params.runtime
     classifier.write_meta(model_dir, meta)
     return classifier.load(model_dir)

@@ -23,28 +23,27 @@ TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory):
-    """Every test talks to its own MLflow store and never to the network."""
+    """Every test talks to its own MLflow store, keeps artifacts in tmp, and never touches the network."""
     home = tmp_path_factory.mktemp("env")
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
-        "HF_HOME": str(home / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "MLFLOW_LOGGING_LEVEL": "WARNING",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import mlflow
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "HF_HOME": str(home / "hf"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "MLFLOW_LOGGING_LEVEL": "WARNING",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "TOKENIZERS_PARALLELISM": "false",
+        }.items():
+            mp.setenv(key, value)
+        for key in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+            mp.delenv(key, raising=False)  # also undoes what mlflow.set_experiment exports during the session
+        mp.chdir(home)  # experiments created here put their ./mlruns artifacts in tmp, not in the repository
+        import mlflow
 
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    yield home
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        yield home
 
 
 def run_cli(*args, cwd=None, env=None, check=False, timeout=600) -> subprocess.CompletedProcess:

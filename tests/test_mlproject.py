@@ -30,7 +30,8 @@ def test_mlflow_run_train_logs_a_finished_run(tmp_path):
     )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)  # mlflow.set_experiment() in this process exports MLFLOW_EXPERIMENT_ID
     # `newstag train` calls set_experiment(tracking.experiment); MLflow refuses to resume the project's run from
     # another experiment, so the project run must be opened in the config's experiment.
     proc = subprocess.run(

@@ -1,15 +1,19 @@
 """`newstag tag --engine spark` gives the local engine's rows, errors and exit code on the same dump."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import last_json, run_cli
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e .[spark])")
-pytestmark = [pytest.mark.spark, pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("java") is None, reason="no `java` on PATH")]
+# Where spark-submit looks for Java: $JAVA_HOME/bin/java when JAVA_HOME is set, else `java` on PATH.
+JAVA = (Path(os.environ["JAVA_HOME"], "bin", "java").is_file() if os.environ.get("JAVA_HOME")
+        else shutil.which("java") is not None)
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.skipif(not JAVA, reason="no Java (java on PATH or JAVA_HOME)")]
 
 MODEL = "models:/newstag-test@champion"
 SENTENCES = [

@@ -4,6 +4,7 @@ registered model with its alias.  Screenshots go to test-artifacts/ui/ and, when
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,40 @@ def _see(page, text):
     return locator
 
 
+# The value cells on the same row as a cell of the compare page's metrics table, left to right (one per run).
+ROW_VALUES_JS = """e => {
+  const cell = e.closest('.ReactVirtualized__Grid__innerScrollContainer > *');
+  let box = cell.parentElement;
+  while (box && box.querySelectorAll('.ReactVirtualized__Grid').length < 2) box = box.parentElement;
+  const grids = [...box.querySelectorAll('.ReactVirtualized__Grid')];
+  return [...grids[grids.length - 1].querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer > *')]
+    .filter(c => c.offsetTop === cell.offsetTop).map(c => c.innerText.trim());
+}"""
+
+
+def _ui_number(value: float) -> str:
+    """How the UI prints a metric in [0, 10) (MLflow's Utils.formatMetric: 3 decimals, rounded half up)."""
+    assert value == 0 or 0.001 <= abs(value) < 10, value
+    return "0" if value == 0 else f"{math.floor(value * 1000 + 0.5) / 1000:g}"
+
+
+def _plot_metric(page, metric: str) -> None:
+    """Show `metric` on the compare page's parallel-coordinates plot instead of the first metric it picked.
+    Only the screenshot depends on it, so a UI that does not cooperate is reported as a warning, not a failure."""
+    try:
+        chosen = page.locator(".du-bois-light-select-selection-item").filter(has_text="/").first
+        chosen.wait_for(timeout=10_000)
+        select = page.locator(".du-bois-light-select", has=chosen).element_handle(timeout=5_000)
+        chosen.locator(".du-bois-light-select-selection-item-remove").click(timeout=5_000)
+        select.click(timeout=5_000)
+        page.locator(f'.du-bois-light-select-item-option[title="{metric}"]').click(timeout=5_000)
+        page.keyboard.press("Escape")
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        page.locator(".js-plotly-plot").get_by_text(metric, exact=True).first.wait_for(timeout=10_000)
+    except sync_api.Error as err:
+        warnings.warn(f"could not put {metric} on the parallel-coordinates plot: {err}", stacklevel=2)
+
+
 def _shot(page, name: str) -> Path:
     """Screenshot of the whole page.  The UI scrolls inside <main>, so the viewport is first made as tall as
     that content (bounded), then set back."""
@@ -152,38 +188,47 @@ def test_runs_compare_and_registry_pages(request, mlflow_server, browser, traine
     model, alias = trained["registered_model"], trained["alias"]
     assert (model, alias) == ("newstag-test", "champion")
     page = _new_page(browser, exp_id)
-    shots = {}
-
-    # 1. The experiment's runs table lists both runs by name (and the macro-F1 column asked for above).
-    page.goto(f"{mlflow_server}/#/experiments/{exp_id}/runs")
-    for name in names:
-        _see(page, name)
-    _see(page, "dev/macro_f1")
-    shots["runs"] = _shot(page, "runs.png")
-
-    # 2. The comparison of the two runs: both names and a metric they share, in the metrics table.
-    query = urllib.parse.urlencode({"runs": json.dumps([r.info.run_id for r in runs]),
-                                    "experiments": json.dumps([exp_id])}, quote_via=urllib.parse.quote)
-    page.goto(f"{mlflow_server}/#/compare-runs?{query}")
-    _see(page, f"Comparing {len(runs)} Runs from 1 Experiment")
-    for name in names:
-        _see(page, name)
-    metric = _see(page, "dev/macro_f1")
-    try:  # the parallel-coordinates plot is decoration: give it a bounded chance to draw before the screenshot
-        page.locator(".js-plotly-plot").first.wait_for(state="visible", timeout=10_000)
-    except sync_api.TimeoutError:
-        pass
-    metric.scroll_into_view_if_needed()  # the metrics table is virtualised: bring the row into its window
-    shots["compare"] = _shot(page, "compare.png")
-
-    # 3. The registered model page shows the alias on its version ("@ champion").
-    page.goto(f"{mlflow_server}/#/models/{model}")
-    _see(page, model)
-    _see(page, re.compile(rf"^@\s*{re.escape(alias)}$"))
-    shots["model"] = _shot(page, "model.png")
-
+    try:
+        shots = _check_pages(page, mlflow_server, exp_id, runs, model, alias)
+    except Exception:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)  # what the page showed when it failed
+        raise
     for path in shots.values():
         assert path.stat().st_size > 10_000, f"{path} looks blank"
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shots["compare"], DOCS_IMG / "mlflow-compare.png")
     shutil.copyfile(shots["runs"], DOCS_IMG / "mlflow-runs.png")
+
+
+def _check_pages(page, url: str, exp_id: str, runs, model: str, alias: str) -> dict[str, Path]:
+    names = [r.info.run_name for r in runs]
+    shots = {}
+
+    # 1. The experiment's runs table lists both runs by name (and the macro-F1 columns that _new_page asks for).
+    page.goto(f"{url}/#/experiments/{exp_id}/runs")
+    for name in names:
+        _see(page, name)
+    _see(page, "dev/macro_f1")
+    shots["runs"] = _shot(page, "runs.png")
+
+    # 2. The comparison of the two runs: both names, and the shared metric with each run's value on one row of the
+    #    metrics table (a virtualised grid: names and values are separate grids whose rows share offsets).
+    query = urllib.parse.urlencode({"runs": json.dumps([r.info.run_id for r in runs]),
+                                    "experiments": json.dumps([exp_id])}, quote_via=urllib.parse.quote)
+    page.goto(f"{url}/#/compare-runs?{query}")
+    _see(page, f"Comparing {len(runs)} Runs from 1 Experiment")
+    for name in names:
+        _see(page, name)
+    metric = _see(page, "dev/macro_f1")
+    shown = metric.evaluate(ROW_VALUES_JS)
+    assert shown == [_ui_number(r.data.metrics["dev/macro_f1"]) for r in runs], shown
+    _plot_metric(page, "dev/macro_f1")
+    shots["compare"] = _shot(page, "compare.png")
+
+    # 3. The registered model page shows the alias on its version ("@ champion").
+    page.goto(f"{url}/#/models/{model}")
+    _see(page, model)
+    _see(page, re.compile(rf"^@\s*{re.escape(alias)}$"))
+    shots["model"] = _shot(page, "model.png")
+    return shots

@@ -40,15 +40,18 @@ def _check_environment() -> None:
         import pyspark  # noqa: F401
     except ImportError as err:
         raise JobError(f"--engine spark needs pyspark ({err}); {INSTALL_HINT}") from None
-    java_home = os.environ.get("JAVA_HOME")
-    if not (java_home and Path(java_home, "bin", "java").is_file()) and not shutil.which("java"):
-        raise JobError("--engine spark needs Java 17+: no `java` on PATH and JAVA_HOME is "
-                       + (f"{java_home!r}, which has no bin/java" if java_home else "unset"))
+    java_home = os.environ.get("JAVA_HOME")  # spark-submit uses $JAVA_HOME/bin/java when set, else `java` on PATH
+    if java_home and not Path(java_home, "bin", "java").is_file():
+        raise JobError(f"--engine spark needs Java 17+: JAVA_HOME={java_home} has no bin/java; fix or unset JAVA_HOME")
+    if not java_home and not shutil.which("java"):
+        raise JobError("--engine spark needs Java 17+: no `java` on PATH; install a JDK (e.g. openjdk-17-jre-headless) "
+                       "or set JAVA_HOME")
 
 
 def _session(master: str, partitions: int, batch_size: int):
-    # Workers must run this interpreter (it has newstag, mlflow and the model's libraries); a loopback address
-    # avoids Spark's hostname lookup warnings and keeps local mode off the network.
+    # A loopback address avoids Spark's hostname lookup warnings and keeps local mode off the network.  Workers
+    # must run this interpreter (it has newstag, mlflow and the model's libraries); a cluster whose executors
+    # keep Python elsewhere says so with spark.pyspark.python, which wins over the environment.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
@@ -85,22 +88,24 @@ def _stage(inputs: list[str], max_chars: int, chunk_size: int, staging: Path, er
     return good
 
 
-def _segment_batches(batches, backend: str):
-    """mapInPandas body: one row a sentence, exactly as Tagger.tag builds them."""
+def _segment_batches(batches, backend: str, seconds):
+    """mapInPandas body: one row a sentence, exactly as Tagger.tag builds them; time spent added to ``seconds``."""
     import pandas as pd
 
     from infer.segment import model_text, segment
 
     for pdf in batches:
-        rows = []
+        start, rows = time.perf_counter(), []
         for seq, rid, title, text in zip(pdf[_SEQ], pdf["id"], pdf["title"], pdf["text"]):
             title = title if isinstance(title, str) else None
             for index, span in enumerate(segment(text, title, backend)):
                 rows.append((seq, rid, index, span.start, span.end, span.text, model_text(span.text)))
+        seconds.add(time.perf_counter() - start)
         yield pd.DataFrame(rows, columns=[_SEQ, "article_id", "sentence_index", "start", "end", "text", "model_text"])
 
 
-def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -> None:
+def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -> float:
+    """Segment and tag on Spark into Parquet part files; returns the segmentation seconds summed over tasks."""
     import mlflow.pyfunc
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
@@ -111,9 +116,11 @@ def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -
     sentences = StructType([StructField(_SEQ, LongType()), StructField("article_id", StringType()),
                             *(StructField(c, LongType()) for c in ("sentence_index", "start", "end")),
                             StructField("text", StringType()), StructField("model_text", StringType())])
-    # Model config is how the pyfunc picks its runtime at load, as Tagger passes it to load_model.
-    quiet = logging.getLogger("mlflow.pyfunc")  # its env_manager="local" advice: workers run this very interpreter
-    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    # model_config is how the pyfunc picks its runtime at load, as Tagger passes it to load_model.  mlflow's
+    # advice against env_manager="local" is muted: the workers run this very interpreter.
+    quiet = logging.getLogger("mlflow.pyfunc")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         predict = mlflow.pyfunc.spark_udf(spark, args.model, result_type=result, env_manager="local",
                                           model_config={"runtime": args.runtime} if args.runtime else None)
@@ -121,9 +128,9 @@ def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -
         quiet.setLevel(level)
     # Contiguous article ranges, at most --chunk-size articles a task but at least one task a core.
     parts = max(1, min(good, max(spark.sparkContext.defaultParallelism, math.ceil(good / args.chunk_size))))
-    backend = args.segmenter
+    backend, seconds = args.segmenter, spark.sparkContext.accumulator(0.0)
     frame = (spark.read.parquet(staging.as_uri()).repartitionByRange(parts, _SEQ)
-             .mapInPandas(lambda batches: _segment_batches(batches, backend), sentences)
+             .mapInPandas(lambda batches: _segment_batches(batches, backend, seconds), sentences)
              # A struct named `text`: the pyfunc reads a DataFrame column `text`, with or without a signature.
              .withColumn("_p", predict(F.struct(F.col("model_text").alias("text")))))
     label = F.col("_p.label")
@@ -133,18 +140,20 @@ def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -
                   F.col("_p.score").alias("score"), *(F.col(f"_p.{p}").alias(p) for p in probs))
      .sortWithinPartitions(_SEQ, "sentence_index")
      .write.parquet(out_dir.as_uri()))
+    return seconds.value
 
 
 def _ordered_parts(out_dir: Path) -> list[Path]:
-    """Non-empty part files by their first sequence number: partitions are disjoint ranges, each sorted."""
+    """Non-empty part files by their first row: partitions are disjoint, sorted ranges (file names are not trusted)."""
     import pyarrow.parquet as pq
 
     firsts = []
     for path in out_dir.glob("part-*.parquet"):
         pf = pq.ParquetFile(path)
         if pf.metadata.num_rows:
-            firsts.append((pf.read_row_group(0, columns=[_SEQ])[_SEQ][0].as_py(), path))
-    return [path for _, path in sorted(firsts)]
+            first = pf.read_row_group(0, columns=[_SEQ, "sentence_index"]).slice(0, 1).to_pylist()[0]
+            firsts.append((first[_SEQ], first["sentence_index"], path))
+    return [path for *_, path in sorted(firsts)]
 
 
 def _merge(parts: list[Path], tagger: Tagger, fmt: str, target: Path, summary: Summary) -> None:
@@ -183,7 +192,12 @@ def _merge(parts: list[Path], tagger: Tagger, fmt: str, target: Path, summary: S
 
 
 def run_spark(args) -> Summary:
-    """Tag ``args.inputs`` into ``args.output`` on Spark (``args.spark_master``, default ``local[*]``)."""
+    """Tag ``args.inputs`` into ``args.output`` on Spark (``args.spark_master``, default ``local[*]``).
+
+    Segmentation and the model run pipelined in the same Spark tasks, so the summary's ``model_seconds`` is the
+    wall time of the whole Spark phase (start-up included) and ``segment_seconds`` the segmentation time summed
+    over tasks (part of that wall time, and over it when tasks run in parallel).
+    """
     if args.resume:
         raise JobError("--resume is not supported with --engine spark; rerun without it (Spark retries failed tasks, "
                        "and a rerun redoes the whole dump), or use --engine local --resume")
@@ -205,10 +219,10 @@ def run_spark(args) -> Summary:
         parts: list[Path] = []
         if good:  # a dump of only bad records needs no JVM
             spark = _session(args.spark_master, min(good, 8), args.batch_size)
-            _tag(spark, args, tagger, work / "staging.parquet", work / "tagged", good)
+            summary.segment_seconds = _tag(spark, args, tagger, work / "staging.parquet", work / "tagged", good)
             parts = _ordered_parts(work / "tagged")
         t1 = time.perf_counter()
-        summary.segment_and_model_seconds = t1 - t0  # includes starting Spark
+        summary.model_seconds = t1 - t0
         _merge(parts, tagger, fmt, output, summary)
         errors = output.with_name(output.name + ".errors.jsonl")
         _atomic_write(errors, lambda tmp: _concat(sorted((work / "errors").glob("*.jsonl")), tmp))

@@ -8,6 +8,7 @@ traced to exactly what produced it.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import tempfile
 import warnings
@@ -35,16 +36,20 @@ def git_commit(cwd: Path | None = None) -> str:
 
 @contextlib.contextmanager
 def start_run(cfg: Config, config_path: Path, splits: Splits):
-    mlflow.set_experiment(cfg.tracking.experiment)
-    commit = git_commit(Path(config_path).resolve().parent)
+    """A new run in the configured experiment, or the one ``mlflow run`` opened for us (MLFLOW_RUN_ID)."""
+    inside_project = bool(os.environ.get("MLFLOW_RUN_ID"))
+    if not inside_project:
+        mlflow.set_experiment(cfg.tracking.experiment)
+    commit = git_commit(Path(__file__).resolve().parent)  # the code that trains, wherever the config lives
     tags = {
         "model_kind": cfg.model.kind,
         "config_file": str(config_path),
         "config_name": Path(config_path).stem,
         "data_digest": splits.digest,
-        "mlflow.source.git.commit": commit,
     }
-    with mlflow.start_run(run_name=cfg.tracking.run_name, tags=tags) as run:
+    if not inside_project:  # `mlflow run` records the project's own commit; keep it
+        tags["mlflow.source.git.commit"] = commit
+    with mlflow.start_run(run_name=None if inside_project else cfg.tracking.run_name, tags=tags) as run:
         params = flatten(cfg)
         params.update({"data_digest": splits.digest, "config_name": Path(config_path).stem, "git_commit": commit})
         params.update({f"data.n_{name}": len(part) for name, part in splits.items()})

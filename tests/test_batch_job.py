@@ -117,3 +117,16 @@ def test_every_kind_of_bad_record_is_listed_and_good_ones_tagged(tmp_path, train
     assert s["articles_read"] == s["articles_tagged"] + s["skipped"]
     assert s["skipped"] == len(errors)
     assert json.loads((tmp_path / "out.jsonl.summary.json").read_text())["skipped"] == len(errors)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_chunks_without_sentences_keep_the_schema(tmp_path, trained, fmt):
+    """A chunk of only bad records or only page furniture yields no rows, and must not break the job or the merge."""
+    dump = tmp_path / "d.jsonl"
+    dump.write_text("\n".join([json.dumps({"id": "bad", "text": ""}), json.dumps({"id": "furniture", "text": "Source link"}),
+                               json.dumps({"id": "good", "text": SENTENCES[0]})]) + "\n")
+    out = tmp_path / f"o.{fmt}"
+    proc = run_cli("tag", dump, "-o", out, "--model", MODEL, "--chunk-size", "1")
+    assert proc.returncode == 3, proc.stderr
+    rows = sorted_rows(out)
+    assert list(rows["article_id"]) == ["good"]

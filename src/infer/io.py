@@ -67,6 +67,12 @@ def _check(source: str, line: int | None, raw_id, title, text, max_chars: int) -
     return Record(source, line, rid, title if isinstance(title, str) else None, text)
 
 
+def _first_id(row: dict):
+    """``id``, else ``article_id``: the same rule for every format (ids are compared as strings)."""
+    rid = row.get("id")
+    return row.get("article_id") if rid is None or rid == "" else rid
+
+
 def _jsonl(path: Path, max_chars: int) -> Iterator[Record]:
     source, number = str(path), 0
     try:
@@ -85,7 +91,7 @@ def _jsonl(path: Path, max_chars: int) -> Iterator[Record]:
                 if not isinstance(row, dict):
                     yield Record(source, number, error="not a JSON object")
                     continue
-                yield _check(source, number, row.get("id", row.get("article_id")), row.get("title"), row.get("text"), max_chars)
+                yield _check(source, number, _first_id(row), row.get("title"), row.get("text"), max_chars)
     except (EOFError, OSError, zlib.error) as err:
         yield Record(source, number + 1 if number else None, error=f"unreadable after line {number}: {err}")
 
@@ -106,7 +112,7 @@ def _csv(path: Path, max_chars: int) -> Iterator[Record]:
                 except UnicodeDecodeError as err:
                     yield Record(source, reader.line_num + 1, error=f"not UTF-8 ({err.reason}); rest of file skipped")
                     return
-                yield _check(source, reader.line_num, row.get("id") or row.get("article_id"), row.get("title"), row.get("text"), max_chars)
+                yield _check(source, reader.line_num, _first_id(row), row.get("title"), row.get("text"), max_chars)
     except (EOFError, OSError, zlib.error, csv.Error) as err:
         yield Record(source, None, error=f"unreadable: {err}")
 
@@ -127,7 +133,7 @@ def _parquet(path: Path, max_chars: int) -> Iterator[Record]:
             data = batch.to_pydict()
             for i in range(batch.num_rows):
                 row += 1
-                rid = data["id"][i] if "id" in data else data.get("article_id", [None] * batch.num_rows)[i]
+                rid = _first_id({k: data[k][i] for k in ("id", "article_id") if k in data})
                 yield _check(source, row, rid, data.get("title", [None] * batch.num_rows)[i], data["text"][i], max_chars)
     except (OSError, ValueError) as err:  # pyarrow raises ArrowInvalid (a ValueError) on corrupt files
         yield Record(source, None, error=f"unreadable Parquet: {err}")

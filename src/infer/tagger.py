@@ -59,7 +59,10 @@ class Tagger:
     def predict(self, texts: list[str]) -> pd.DataFrame:
         parts = [self.model.predict(pd.DataFrame({"text": texts[i : i + self.batch_size]}))
                  for i in range(0, len(texts), self.batch_size)]
-        out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "score"])
+        if not parts:  # a chunk with no sentences still needs every column, with its type
+            return pd.DataFrame({"label": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
+                                 **{f"prob_{label}": pd.Series(dtype="float64") for label in self.labels}})
+        out = pd.concat(parts, ignore_index=True)
         if self.min_score is not None:
             out.loc[out["score"] < self.min_score, "label"] = NEEDS_REVIEW
         return out
@@ -80,4 +83,7 @@ class Tagger:
         frame = pd.concat([frame, predictions.reset_index(drop=True)], axis=1)
         frame["model_uri"] = self.model_uri
         frame["model_version"] = self.version
-        return frame[self.columns].astype({"sentence_index": "int64", "start": "int64", "end": "int64"})
+        # Fixed types, so every chunk (even an empty one) has the same Parquet schema.
+        types = {"article_id": "str", "sentence_index": "int64", "start": "int64", "end": "int64", "text": "str",
+                 "label": "str", "score": "float64", "model_uri": "str", "model_version": "string"}
+        return frame[self.columns].astype(types | {f"prob_{label}": "float64" for label in self.labels})

@@ -45,3 +45,13 @@ def test_min_score_marks_needs_review(tmp_path, trained):
     rows = pd.read_json(out, lines=True)
     assert (rows["label"] == "needs_review").all()
     assert (rows["score"] < 0.99).all()
+
+
+def test_min_score_from_the_training_config_travels_with_the_model(tmp_path, tiny_config):
+    proc = run_cli("train", "-c", tiny_config, "--set", "eval.min_score=0.99", "--set", "tracking.registered_model=null",
+                   "--set", "eval.bootstrap=0", check=True)
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps({"id": "x", "text": "The ministry denied it."}) + "\n")
+    out = tmp_path / "o.jsonl"
+    run_cli("tag", src, "-o", out, "--model", last_json(proc.stdout)["model_uri"], check=True)
+    assert (pd.read_json(out, lines=True)["label"] == "needs_review").all()

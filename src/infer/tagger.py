@@ -47,7 +47,9 @@ class Tagger:
         probe = self.model.predict(pd.DataFrame({"text": ["."]}))
         self.labels = tuple(c[len("prob_"):] for c in probe.columns if c.startswith("prob_"))
         self.segmenter = segmenter
-        self.min_score = min_score
+        # An explicit threshold wins; else the one the model was trained with (config eval.min_score), if any.
+        logged = (self.model.metadata.metadata or {}).get("min_score")
+        self.min_score = min_score if min_score is not None else logged
         self.batch_size = batch_size
         self.seconds = {"segment": 0.0, "model": 0.0}  # where tagging time goes, for summaries and benchmarks
 

@@ -94,6 +94,8 @@ def log_model(model_dir: Path, cfg: Config, example_texts: list[str]) -> tuple[s
         pip_requirements=_requirements(cfg),
         # Declared so that `load_model(uri, model_config={"runtime": "onnx"})` may switch runtimes at load time.
         model_config={"runtime": meta["runtime"]} if "runtime" in meta else None,
+        # Read by `newstag tag` without loading any training code: the default abstention threshold.
+        metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score},
     )
     version = str(info.registered_model_version) if cfg.tracking.registered_model else None
     if version and cfg.tracking.alias:

@@ -60,3 +60,8 @@ def test_unicode_offsets():
     spans = segment(text)
     assert [text[s.start : s.end] for s in spans] == [s.text for s in spans]
     assert spans[-1].text.endswith("followed.")
+
+
+def test_dateline_cut_by_the_segmenter_is_dropped():
+    text = "ORLANDO, Fla. — The school board voted 4-1 on Tuesday night.\nWASHINGTON (AP) — Congress left town."
+    assert [s.text for s in segment(text)] == ["The school board voted 4-1 on Tuesday night.", "Congress left town."]

@@ -26,12 +26,15 @@ _FURNITURE = re.compile(
         (?:photo|photograph|picture|image|video|graphic|credit|illustration)s?\s*(?::|by\b|/|\u00a9).* |
         \(?(?:getty\ images|reuters|ap\ photo|afp|epa|pa\ wire|shutterstock|file\ photo)\b[^.]{0,80}\)? |
         (?:by|from)\ (?-i:[A-Z\u00c0-\u017f][\w.'\u2019-]+(?:\ [A-Z\u00c0-\u017f][\w.'\u2019-]+){0,3})(?:\s*(?:,|and|\||-|\u2014).{0,60})?(?<![.!?]) |
-        (?:©|copyright)\ .*
+        (?:©|copyright)\ .* |
+        (?-i:[A-Z][A-Z\u00c0-\u00dd .'-]{2,}(?:,\ [A-Z][a-z]{1,5}\.(?:\ ?[A-Z][a-z]?\.)?)?)
     )$""",
     re.IGNORECASE | re.VERBOSE,
 )
 # A dateline before the first sentence: "LAGOS, Nigeria (AP) —", "WASHINGTON —", "Paris, March 3 (Reuters) -".
 _DATELINE = re.compile(r"[A-Z][A-Z\u00c0-\u00dd .'-]{2,}(?:,[^—–(\n]{0,40})?(?:\s*\([A-Za-z .]+\))?\s*[—–-]{1,2}\s+")
+# What is left of a dateline that the segmenter cut after "Fla." etc.: a dash opening the next sentence.
+_LEADING_DASH = re.compile(r"[—–-]{1,2}\s+")
 _BIO = re.compile(
     r"^[A-Z][\w'\u2019-]+(?: [A-Z][\w'\u2019.-]+){1,3} (?:is|covers|writes) .{0,80}\b(?:reporter|correspondent|editor|writer|journalist|columnist)\b",
 )
@@ -137,6 +140,9 @@ def segment(text: str, title: str | None = None, backend: str = "syntok") -> lis
         dateline = _DATELINE.match(text, start, end)
         if dateline and dateline.end() < end:
             start = dateline.end()
+        dash = _LEADING_DASH.match(text, start, end)
+        if dash and dash.end() < end:
+            start = dash.end()
         if is_furniture(text[start:end], title):
             continue
         spans.append(Span(start, end, text[start:end]))

@@ -95,7 +95,9 @@ class TransformerClassifier:
 
     def __init__(self, model_dir: Path, meta: dict, runtime: str | None = None):
         from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
         self.labels = tuple(meta["labels"])
         self.max_length = int(meta["max_length"])
         self.batch_size = int(meta.get("batch_size", 64))

@@ -41,7 +41,8 @@ def resolve(ref: str) -> tuple[str, str]:
         run = mlflow.get_run(ref)
     except mlflow.exceptions.MlflowException:
         raise ConfigError(f"{ref!r} is neither a model URI nor a run id") from None
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{ref}'", output_format="list")
+    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{ref}'",
+                                         output_format="list")
     if not models:
         raise ConfigError(f"run {ref} logged no model")
     return models[0].model_uri, run.info.run_name or ref

@@ -25,7 +25,7 @@ import pandas as pd
 from infer.io import MAX_CHARS, Record, read_records
 from infer.tagger import Article, Tagger
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_SKIPPED = 0, 3  # see the CLI docstring for the full table
 FORMATS = ("jsonl", "parquet")
 
 

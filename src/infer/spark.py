@@ -134,8 +134,8 @@ def _tag(spark, args, tagger: Tagger, staging: Path, out_dir: Path, good: int) -
              # A struct named `text`: the pyfunc reads a DataFrame column `text`, with or without a signature.
              .withColumn("_p", predict(F.struct(F.col("model_text").alias("text")))))
     label = F.col("_p.label")
-    if args.min_score is not None:  # same rule as Tagger.predict: a score below the threshold (not NaN)
-        label = F.when(F.col("_p.score") < args.min_score, F.lit(NEEDS_REVIEW)).otherwise(label)
+    if tagger.min_score is not None:  # same rule and threshold (flag, else the model's own) as Tagger.predict
+        label = F.when(F.col("_p.score") < tagger.min_score, F.lit(NEEDS_REVIEW)).otherwise(label)
     (frame.select(_SEQ, "article_id", "sentence_index", "start", "end", "text", label.alias("label"),
                   F.col("_p.score").alias("score"), *(F.col(f"_p.{p}").alias(p) for p in probs))
      .sortWithinPartitions(_SEQ, "sentence_index")

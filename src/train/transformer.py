@@ -148,7 +148,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
 
     def compute_metrics(prediction):
         proba = classifier.softmax(prediction.predictions.astype(np.float64))
-        return {"macro_f1": metrics.scores([labels[i] for i in prediction.label_ids], proba, labels, "dev")["dev/macro_f1"]}
+        return {"macro_f1": metrics.scores([labels[i] for i in prediction.label_ids], proba, labels, "dev")[metrics.PRIMARY]}
 
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(

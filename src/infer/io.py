@@ -31,6 +31,11 @@ class Record:
     error: str | None = None
 
 
+def error_row(record: Record) -> dict:
+    """The line a bad record gets in ``OUTPUT.errors.jsonl`` (both engines)."""
+    return {"source": record.source, "line": record.line, "id": record.id, "reason": record.error}
+
+
 def _kind(path: Path) -> str:
     name = path.name.lower().removesuffix(".gz")
     return next((kind for suffix, kind in _KINDS.items() if name.endswith(suffix)), "")

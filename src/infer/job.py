@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from infer.io import MAX_CHARS, Record, read_records
+from infer.io import MAX_CHARS, Record, error_row, read_records
 from infer.tagger import Article, Tagger
 
 EXIT_OK, EXIT_SKIPPED = 0, 3  # see the CLI docstring for the full table
@@ -137,7 +137,7 @@ class Job:
 
     def _process(self, index: int, chunk: list[Record], summary: Summary) -> dict:
         good = [r for r in chunk if r.error is None]
-        errors = [{"source": r.source, "line": r.line, "id": r.id, "reason": r.error} for r in chunk if r.error]
+        errors = [error_row(r) for r in chunk if r.error]
         frame = self.tagger.tag([Article(r.id, r.text, r.title) for r in good])
         t1 = time.perf_counter()
         stats = {"articles_read": len(chunk), "articles_tagged": len(good), "skipped": len(errors),

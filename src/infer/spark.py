@@ -26,7 +26,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from infer.io import read_records
+from infer.io import error_row, read_records
 from infer.job import JobError, Summary, _atomic_write, _concat, _chunks, _write_jsonl, output_format
 from infer.tagger import NEEDS_REVIEW, Tagger
 
@@ -77,7 +77,7 @@ def _stage(inputs: list[str], max_chars: int, chunk_size: int, staging: Path, er
     with pq.ParquetWriter(staging, schema) as writer:
         for index, chunk in enumerate(_chunks(read_records(inputs, max_chars), chunk_size)):
             ok = [r for r in chunk if r.error is None]
-            errors = [{"source": r.source, "line": r.line, "id": r.id, "reason": r.error} for r in chunk if r.error]
+            errors = [error_row(r) for r in chunk if r.error]
             writer.write_table(pa.table({_SEQ: range(good, good + len(ok)), "id": [r.id for r in ok],
                                          "title": [r.title for r in ok], "text": [r.text for r in ok]}, schema=schema))
             _write_jsonl(errors, errors_dir / f"{index:06d}.jsonl")

@@ -16,6 +16,7 @@ from typing import Callable
 from infer.io import expand
 
 CRASH_ENV = "NEWSTAG_CRASH_AT"
+FAIL_ENV = "NEWSTAG_FAIL_ID"
 
 
 def fsync_dir(path: Path) -> None:
@@ -47,6 +48,14 @@ def crash_point(name: str) -> None:
     """
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def injected_failure(ids: list[str]) -> None:
+    """Test hook: ``NEWSTAG_FAIL_ID=id`` makes tagging raise whenever that article is in the batch, wherever the
+    batch runs (a Spark executor included), so the bisection that isolates bad records can be seen to work."""
+    target = os.environ.get(FAIL_ENV)
+    if target is not None and target in ids:
+        raise RuntimeError(f"injected failure for article {target}")
 
 
 def fingerprint(inputs: list[str]) -> list[dict]:

@@ -295,12 +295,12 @@ def read_records(paths: list[str], max_chars: int = MAX_CHARS, seen: SeenIds | N
                         yield record
                 except Exception as err:  # truncated gzip, corrupt Parquet, anything: the file's rest, not the job
                     after = f" after line {last}" if last else ""
-                    yield Record(str(path), last + 1 if last else None, error=f"unreadable{after}: {_describe(err)}")
+                    yield Record(str(path), last + 1 if last else None, error=f"unreadable{after}: {brief(err)}")
     finally:
         if own:
             seen.close()
 
 
-def _describe(err: BaseException) -> str:
+def brief(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return text if len(text) <= 300 else text[:300] + "…"

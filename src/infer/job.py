@@ -11,34 +11,24 @@ record: a chunk the tagger or the writer fails on is bisected down to the record
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
-
-import pandas as pd
 
 import newstag
+from infer.chunks import JobError, JobFailed, Parts, chunks, tag_chunk, write_jsonl
 from infer.durable import atomic_write, crash_point, differences, fingerprint
-from infer.io import MAX_CHARS, Record, SeenIds, error_row, read_records
-from infer.rows import Rendered, concat_parts, empty_rows, render
-from infer.tagger import Article, Tagger
+from infer.io import MAX_CHARS, Record, SeenIds, read_records
+from infer.rows import empty_rows, render
+from infer.tagger import Tagger
+
+__all__ = ["EXIT_OK", "EXIT_SKIPPED", "Job", "JobError", "JobFailed", "Summary", "output_format", "write_jsonl"]
 
 EXIT_OK, EXIT_SKIPPED = 0, 3  # see the CLI docstring for the full table
 FORMATS = ("jsonl", "parquet")
-
-
-class JobError(Exception):
-    """A user error that stops the job before it starts (bad output path, resume mismatch)."""
-
-
-class JobFailed(Exception):
-    """The job stopped for a reason that is not the user's (a Spark executor died): exit 1, parts kept for --resume."""
 
 
 @dataclass
@@ -80,98 +70,6 @@ def output_format(output: Path, fmt: str | None) -> str:
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     raise JobError(f"{output}: cannot tell the format from the extension; use .jsonl or .parquet, or --format")
-
-
-def write_jsonl(rows, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while chunk := list(itertools.islice(records, size)):
-        yield chunk
-
-
-def _reason(stage: str, err: Exception) -> str:
-    text = f"{type(err).__name__}: {err}"
-    return f"{stage} failed ({text if len(text) <= 300 else text[:300] + '…'})"
-
-
-def _isolate(tagger: Tagger, records: list[tuple[int, Record]], fmt: str) -> tuple[list[Rendered], dict[int, str]]:
-    """Tag and render ``records``; on failure, halve until the records that fail alone are found."""
-    stage = "tagging"
-    try:
-        frame = tagger.tag([Article(r.id, r.text, r.title) for _, r in records])
-        stage = "writing"
-        return [render(frame, fmt)], {}
-    except MemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any failure is a record's until bisection says otherwise
-        if len(records) == 1:
-            return [], {records[0][0]: _reason(stage, err)}
-        mid = len(records) // 2
-        left, right = _isolate(tagger, records[:mid], fmt), _isolate(tagger, records[mid:], fmt)
-        return left[0] + right[0], left[1] | right[1]
-
-
-def _where(record: Record) -> list:
-    return [error_row(record)["source"], record.line]
-
-
-def tag_chunk(tagger: Tagger, chunk: list[Record], fmt: str) -> tuple[bytes, list[dict], dict]:
-    """A chunk's rows (as file bytes), error rows in input order, and counts; the same on every engine."""
-    good = [(i, r) for i, r in enumerate(chunk) if r.error is None]
-    rendered, failed = _isolate(tagger, good, fmt) if good else ([], {})
-    data = concat_parts(rendered, fmt) if rendered else render(empty_rows(tagger), fmt).data
-    errors = [error_row(r if r.error else Record(r.source, r.line, r.id, error=failed[i]))
-              for i, r in enumerate(chunk) if r.error or i in failed]
-    labels = Counter()
-    for part in rendered:
-        labels.update(part.labels)
-    stats = {"articles_read": len(chunk), "articles_tagged": len(good) - len(failed), "skipped": len(errors),
-             "sentences": sum(p.sentences for p in rendered), "labels": dict(sorted(labels.items())),
-             "first": _where(chunk[0]), "last": _where(chunk[-1])}
-    return data, errors, stats
-
-
-@dataclass(frozen=True)
-class Parts:
-    """The files of ``OUTPUT.parts/``; small and picklable, so Spark executors commit chunks exactly as we do."""
-
-    folder: Path
-    fmt: str
-
-    def path(self, index: int, suffix: str) -> Path:
-        return self.folder / f"chunk-{index:06d}.{suffix}"
-
-    def commit(self, index: int, data: bytes, errors: list[dict], stats: dict) -> None:
-        stats = stats | {"bytes": len(data)}
-        atomic_write(self.path(index, "errors.jsonl"), lambda p: write_jsonl(errors, p))
-        atomic_write(self.path(index, "stats.json"), lambda p: p.write_text(json.dumps(stats)))
-        crash_point(f"commit-{index}")
-        atomic_write(self.path(index, self.fmt), lambda p: p.write_bytes(data))  # the commit
-        crash_point(f"chunk-{index}")
-
-    def committed(self, index: int, chunk: list[Record]) -> dict | None:
-        """The stats of a committed chunk holding exactly ``chunk``'s records; None if it must be (re)done."""
-        data = self.path(index, self.fmt)
-        if not data.exists():
-            return None
-        try:
-            stats = json.loads(self.path(index, "stats.json").read_text())
-            intact = stats["bytes"] == data.stat().st_size and self.path(index, "errors.jsonl").exists()
-        except (OSError, ValueError, KeyError, TypeError):
-            intact = False
-        if not intact:  # written without the fsyncs of this version, or damaged since: redo it
-            data.unlink()
-            return None
-        same = (stats["articles_read"] == len(chunk) and stats["first"] == _where(chunk[0])
-                and stats["last"] == _where(chunk[-1]))
-        if not same:
-            raise JobError(f"cannot resume: committed chunk {index} holds other records than the inputs give now; "
-                           f"delete {self.folder} to start over")
-        return stats
 
 
 class Job:
@@ -266,7 +164,7 @@ class Job:
         try:
             while True:
                 t0 = time.perf_counter()
-                chunk = next(_chunks(records, self.chunk_size), None)
+                chunk = next(chunks(records, self.chunk_size), None)
                 summary.read_seconds += time.perf_counter() - t0
                 if chunk is None:
                     break

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from infer.durable import atomic_write
 from infer.io import Record, error_row
-from infer.job import Job, JobError, JobFailed, Parts, tag_chunk
+from infer.chunks import JobError, JobFailed, Parts, tag_chunk
+from infer.job import Job
 from infer.tagger import Tagger
 
 INSTALL_HINT = "install it with `make setup EXTRAS=transformer,dev,spark,ui` or `pip install -e .[spark]`"

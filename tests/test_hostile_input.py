@@ -64,6 +64,8 @@ def build(d):
                              "text": [S[17], None, S[18], S[19]]}), d / "nulls.parquet")
     (d / "latin1.txt").write_bytes(b"The caf\xe9 owner said prices rose.")
     (d / "empty.jsonl").write_text("")
+    (d / "huge-line.jsonl").write_bytes(b"\x00" * 4_000_000 + b"\n" + (line(id="after-huge", text=S[20]) + "\n").encode())
+    (d / "deep.html").write_text("<html><body>" + "<div>" * 20_000 + S[21] + "</div>" * 20_000 + "</body></html>")
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +207,13 @@ def test_text_file_that_is_not_utf8(run):
 
 def test_empty_file_is_no_record(run):
     assert not errors_of(run, "empty.jsonl")
+
+
+def test_a_line_too_long_to_hold_is_skipped_without_reading_it_whole(run):
+    [error] = errors_of(run, "huge-line.jsonl")
+    assert error["line"] == 1 and error["reason"].startswith("line has 4,000,001 bytes, over the limit of 3,448,576")
+    assert "after-huge" in tagged(run)
+
+
+def test_deeply_nested_html(run):
+    assert list(run["rows"][run["rows"]["article_id"] == "deep.html"]["text"]) == [S[21]]

@@ -63,6 +63,9 @@ def fingerprint(inputs: list[str]) -> list[dict]:
     out = []
     for path in expand(inputs):
         entry: dict = {"path": str(path.resolve())}
+        if not path.is_file():  # missing, or a FIFO that would block the hash
+            out.append(entry | {"unreadable": "not a regular file"})
+            continue
         try:
             stat = path.stat()
             with open(path, "rb") as fh:

@@ -17,7 +17,6 @@ import json
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ HTML_MAX_BYTES = 64 << 20  # scripts and styles can dwarf the article; past this
 # A lone surrogate is valid JSON ("\ud800") but not Unicode: no writer can encode it.  In CSV and text files it
 # marks an undecodable byte (read with errors="surrogateescape").
 _SURROGATE = re.compile("[\ud800-\udfff]")
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 131,072 cut long fields; --max-chars judges them
 
 
 @dataclass(frozen=True)
@@ -115,10 +113,26 @@ def _first_id(row: dict):
     return row.get("article_id") if rid is None or rid == "" else rid
 
 
+def _lines(fh, limit: int) -> Iterator[bytes | int]:
+    """The lines of a binary file; a line over ``limit`` bytes comes as its length, never held in memory whole."""
+    while raw := fh.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n") and (raw := fh.readline(1 << 20)):
+            size += len(raw)
+        yield size
+
+
 def _jsonl(path: Path, max_chars: int) -> Iterator[Record]:
     source = str(path)
+    limit = max_chars * 12 + (1 << 20)  # text escaped as \uXXXX\uXXXX pairs, plus room for other fields
     with _open_binary(path) as fh:
-        for number, raw in enumerate(fh, 1):
+        for number, raw in enumerate(_lines(fh, limit), 1):
+            if isinstance(raw, int):
+                yield Record(source, number, error=f"line has {raw:,} bytes, over the limit of {limit:,} (--max-chars)")
+                continue
             if number == 1:
                 raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
@@ -142,6 +156,7 @@ def _jsonl(path: Path, max_chars: int) -> Iterator[Record]:
 
 def _csv(path: Path, max_chars: int) -> Iterator[Record]:
     source = str(path)
+    csv.field_size_limit(max(2 * max_chars, 131_072))  # an unclosed quote must not read the whole file into one field
     with _open_binary(path) as fh:
         text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)

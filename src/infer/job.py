@@ -108,7 +108,7 @@ class Job:
                 previous = json.loads((folder / "manifest.json").read_text())
             except (OSError, ValueError):
                 previous = None
-            if previous is None and any(folder.glob(f"chunk-*.{self.fmt}")):
+            if previous is None and any(folder.glob("chunk-*")):
                 raise JobError(f"cannot resume {self.output}: {folder}/manifest.json is missing or corrupt, so the "
                                f"committed chunks cannot be checked; delete {folder} to start over")
             if previous is not None and (changed := differences(previous, current)):

@@ -145,7 +145,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="output file: .jsonl or .parquet")
     g.add_argument("--model", default="models:/newstag@champion", help="model URI (default: %(default)s)")
     g.add_argument("--format", choices=("jsonl", "parquet"), help="output format if the extension does not say")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted job into the same output")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job; refused (exit 2) if its inputs or options changed")
     g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
     g.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), help="transformer runtime (default: the model's)")
     g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))

@@ -56,3 +56,58 @@ def test_train_fraction_subsamples_articles():
     half = load_splits(cfg_for(TINY, "data.train_fraction=0.5"))
     assert half.train["article_id"].nunique() == round(full.train["article_id"].nunique() * 0.5)
     assert half.dev.equals(full.dev)
+
+
+def origin_file(tmp_path):
+    """The tiny set twice: once as real news, once as synthetic text, each article with a fixed split."""
+    rows = []
+    for origin in ("real", "synthetic"):
+        for r in (json.loads(l) for l in TINY.read_text().splitlines()):
+            split = {"t01": "dev", "t02": "test"}.get(r["article_id"], "train")
+            rows.append({**r, "article_id": f"{origin[0]}-{r['article_id']}", "split": split, "origin": origin,
+                         "title": f"Title of {r['article_id']}"})
+    p = tmp_path / "mixed.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_dev_and_test_hold_the_eval_origin_and_others_are_scored_apart(tmp_path):
+    s = load_splits(cfg_for(origin_file(tmp_path)))
+    assert set(s.dev["origin"]) == {"real"} and set(s.test["origin"]) == {"real"}
+    assert set(s.extra) == {"synthetic_dev", "synthetic_test"}
+    assert set(s.extra["synthetic_dev"]["article_id"]) == {"s-t01"}
+    assert set(s.train["origin"]) == {"real", "synthetic"} and s.train["weight"].eq(1.0).all()
+
+
+def test_train_sources_weight_or_drop_an_origin(tmp_path):
+    path = origin_file(tmp_path)
+    half = load_splits(cfg_for(path, "data.train_sources.synthetic=0.25"))
+    assert half.train.groupby("origin")["weight"].unique().map(list).to_dict() == {"real": [1.0], "synthetic": [0.25]}
+    real_only = load_splits(cfg_for(path, "data.train_sources.synthetic=0"))
+    assert set(real_only.train["origin"]) == {"real"}
+    assert len(real_only.train) == len(half.train) // 2
+
+
+def test_train_fraction_subsamples_only_the_eval_origin(tmp_path):
+    path = origin_file(tmp_path)
+    full = load_splits(cfg_for(path))
+    part = load_splits(cfg_for(path, "data.train_fraction=0.5"))
+    count = lambda s, o: s.train[s.train["origin"] == o]["article_id"].nunique()
+    assert count(part, "synthetic") == count(full, "synthetic")
+    assert count(part, "real") == round(count(full, "real") * 0.5)
+
+
+def test_title_dropout_blanks_train_titles_only(tmp_path):
+    path = origin_file(tmp_path)
+    s = load_splits(cfg_for(path, "context.title_dropout=1.0"))
+    assert s.train["title"].eq("").all() and s.dev["title"].ne("").all()
+    some = load_splits(cfg_for(path, "context.title_dropout=0.5"))
+    blank = some.train.groupby("article_id")["title"].first().eq("")
+    assert 0 < blank.sum() < len(blank)  # per article, seeded
+    again = load_splits(cfg_for(path, "context.title_dropout=0.5"))
+    assert again.train["title"].tolist() == some.train["title"].tolist()
+
+
+def test_bad_train_sources_are_refused():
+    with pytest.raises(Exception, match="train_sources"):
+        cfg_for(TINY, "data.train_sources={real: 0, synthetic: 0}")

@@ -29,6 +29,24 @@ def model_version(uri: str) -> str | None:
     return None
 
 
+def model_labels(model) -> tuple[str, ...]:
+    """The label order a logged model declares in its metadata (models logged before it did: one probe call)."""
+    labels = (model.metadata.metadata or {}).get("labels")
+    if not labels:
+        probe = model.predict(pd.DataFrame({"text": ["."]}))
+        labels = [c[len("prob_"):] for c in probe.columns if c.startswith("prob_")]
+    return tuple(labels)
+
+
+def _article_batches(article_ids: list, size: int):
+    """(start, end) row ranges of at least `size` rows (bar the last), never splitting an article."""
+    start = 0
+    for i in range(1, len(article_ids) + 1):
+        if i == len(article_ids) or (i - start >= size and article_ids[i] != article_ids[i - 1]):
+            yield start, i
+            start = i
+
+
 @dataclass(frozen=True)
 class Article:
     id: str
@@ -44,8 +62,7 @@ class Tagger:
         self.model_uri = model_uri
         self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None)
         self.version = model_version(model_uri)
-        probe = self.model.predict(pd.DataFrame({"text": ["."]}))
-        self.labels = tuple(c[len("prob_"):] for c in probe.columns if c.startswith("prob_"))
+        self.labels = model_labels(self.model)
         self.segmenter = segmenter
         # An explicit threshold wins; else the one the model was trained with (config eval.min_score), if any.
         logged = (self.model.metadata.metadata or {}).get("min_score")
@@ -58,9 +75,13 @@ class Tagger:
         return ["article_id", "sentence_index", "start", "end", "text", "label", "score",
                 *(f"prob_{label}" for label in self.labels), "model_uri", "model_version"]
 
-    def predict(self, texts: list[str]) -> pd.DataFrame:
-        parts = [self.model.predict(pd.DataFrame({"text": texts[i : i + self.batch_size]}))
-                 for i in range(0, len(texts), self.batch_size)]
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Model outputs for `rows` (text, article_id, sentence_index, title), in order.
+
+        Batches are cut only between articles, so each sentence is read with its whole article as context.
+        """
+        parts = [self.model.predict(rows.iloc[a:b].reset_index(drop=True)) for a, b in _article_batches(
+            rows["article_id"].tolist() if "article_id" in rows.columns else list(range(len(rows))), self.batch_size)]
         if not parts:  # a chunk with no sentences still needs every column, with its type
             return pd.DataFrame({"label": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
                                  **{f"prob_{label}": pd.Series(dtype="float64") for label in self.labels}})
@@ -77,9 +98,12 @@ class Tagger:
             for index, span in enumerate(segment(article.text, article.title, self.segmenter)):
                 rows.append((article.id, index, span.start, span.end, span.text))
         frame = pd.DataFrame(rows, columns=["article_id", "sentence_index", "start", "end", "text"])
-        texts = [model_text(t) for t in frame["text"]]
+        titles = {a.id: a.title or "" for a in articles}
+        inputs = pd.DataFrame({"text": [model_text(t) for t in frame["text"]],
+                               "article_id": frame["article_id"].astype(str), "sentence_index": frame["sentence_index"],
+                               "title": [titles[a] for a in frame["article_id"]]})
         middle = time.perf_counter()
-        predictions = self.predict(texts)
+        predictions = self.predict(inputs)
         self.seconds["segment"] += middle - start
         self.seconds["model"] += time.perf_counter() - middle
         frame = pd.concat([frame, predictions.reset_index(drop=True)], axis=1)

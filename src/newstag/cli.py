@@ -21,9 +21,11 @@ def _emit(result: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from train.run import train
+    from train.run import train_seeds
 
-    _emit(train(args.config, args.set))
+    if args.seeds < 1:
+        raise SystemExit("newstag train: error: --seeds must be at least 1")
+    _emit(train_seeds(args.config, args.set, args.seeds))
     return 0
 
 
@@ -88,7 +90,7 @@ def cmd_data(args) -> int:
     from train import corpus
 
     if args.action == "build":
-        _emit(corpus.build(args.raw, args.out, seed=args.seed))
+        _emit(corpus.build(args.raw, args.out, seed=args.seed, real=args.real))
         return 0
     if args.action == "card":
         from train.card import card
@@ -96,9 +98,11 @@ def cmd_data(args) -> int:
         print(card(args.path, args.config, args.learning_curve))
         return 0
     if args.action == "agreement":
-        _emit(corpus.agreement(args.corpus, args.second, args.adjudication))
+        from train.agreement import agreement
+
+        _emit(agreement(args.corpus, args.second, args.adjudication))
         return 0
-    report = corpus.validate(args.path)
+    report = corpus.validate(args.path, exclusions=args.exclusions)
     for line in report["messages"]:
         print(line, file=sys.stderr)
     _emit({k: v for k, v in report.items() if k != "messages"})
@@ -129,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a config and log it to MLflow")
     t.add_argument("-c", "--config", required=True, help="YAML config (configs/*.yaml or experiments/*.yaml)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. model.C=2")
+    t.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train N seeds (seed, seed+1, ...) as child runs of a parent that logs mean and std")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="score a logged model on a labelled JSONL file")
@@ -168,11 +174,13 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="build or validate the labelled corpus")
     dsub = d.add_subparsers(dest="action", required=True)
     b = dsub.add_parser("build", help="raw annotated articles -> sentences.jsonl with fixed splits")
-    b.add_argument("--raw", default="data/corpus/raw")
+    b.add_argument("--raw", default="data/corpus/raw", help="synthetic articles")
+    b.add_argument("--real", default="data/corpus/real/raw", help="real-news articles (split by outlet)")
     b.add_argument("--out", default="data/corpus/sentences.jsonl")
     b.add_argument("--seed", type=int, default=13)
     v = dsub.add_parser("validate", help="schema, labels, duplicates, leakage and label shares")
     v.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
+    v.add_argument("--exclusions", help="hashed pages no article may come from (default: ../shared/eval-exclusions.txt)")
     cc = dsub.add_parser("card", help="print the data card's numbers (trains the baseline; logs to newstag-datacard)")
     cc.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
     cc.add_argument("-c", "--config", default="configs/baseline.yaml", help="model config for the learning curve")

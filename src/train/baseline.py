@@ -1,7 +1,9 @@
 """TF-IDF (word and character n-grams) + logistic regression: seconds to train, the bar every model must clear.
 
-The pipeline selects the ``text`` column of a DataFrame through a ColumnTransformer.  A pipeline fitted on a
-Series would, inside MLflow's pyfunc, iterate over a DataFrame's column names and silently return one row.
+The pipeline selects columns of a DataFrame through a ColumnTransformer.  A pipeline fitted on a Series would,
+inside MLflow's pyfunc, iterate over a DataFrame's column names and silently return one row.  Article context
+(``prev``, ``next``, ``title`` from :func:`classifier.with_context`) gets its own vectorizers, scaled by
+``context_weight``, so "said" before the target never reads as "said" in it.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from train import classifier
-from train.config import BaselineModel, Config
+from train.config import BaselineModel, Config, ConfigError, ContextConfig
 from train.data import Splits
 
 
-def build(params: BaselineModel, seed: int) -> Pipeline:
+def build(params: BaselineModel, seed: int, context: ContextConfig = ContextConfig()) -> Pipeline:
     common = dict(sublinear_tf=params.sublinear_tf, min_df=params.min_df, max_features=params.max_features)
-    features = ColumnTransformer(
-        [
-            ("word", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "text"),
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=params.char_ngrams, **common), "text"),
-        ]
-    )
+    columns = [
+        ("word", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "text"),
+        ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=params.char_ngrams, **common), "text"),
+    ]
+    around = (["prev", "next"] if context.window else []) + (["title"] if context.title else [])
+    columns += [(name, TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), name) for name in around]
+    features = ColumnTransformer(columns, transformer_weights={name: params.context_weight for name in around} or None)
     model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
     if params.calibrate:
         model = CalibratedClassifierCV(model, method="sigmoid", cv=3)
@@ -35,10 +38,14 @@ def build(params: BaselineModel, seed: int) -> Pipeline:
 
 
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
-    pipeline = build(cfg.model, cfg.seed).fit(splits.train[["text"]], splits.train["label"])
+    context = cfg.context.for_model()
+    inputs = classifier.with_context(splits.train, **context)
+    if context["title"] and not inputs["title"].str.len().any():
+        raise ConfigError(f"context.title: no train sentence of {splits.path} has a title; set it to false")
+    pipeline = build(cfg.model, cfg.seed, cfg.context).fit(inputs, splits.train["label"],
+                                                           clf__sample_weight=splits.train["weight"].to_numpy())
     model_dir.mkdir(parents=True, exist_ok=True)
     sio.dump(pipeline, model_dir / "pipeline.skops")
-    classifier.write_meta(
-        model_dir, {"kind": "baseline", "labels": list(cfg.labels), "weights": "pipeline.skops", "config": cfg.model_dump(mode="json")}
-    )
+    classifier.write_meta(model_dir, {"kind": "baseline", "labels": list(cfg.labels), "weights": "pipeline.skops",
+                                      "context": context, "config": cfg.model_dump(mode="json")})
     return classifier.load(model_dir)

@@ -31,6 +31,48 @@ def write_meta(model_dir: str | Path, meta: dict) -> None:
     (Path(model_dir) / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
+def as_frame(inputs) -> pd.DataFrame:
+    """Texts, a Series or a DataFrame with `text` (+ optional `article_id`, `sentence_index`, `title`)."""
+    if isinstance(inputs, pd.Series):
+        inputs = inputs.to_frame("text")
+    if not isinstance(inputs, pd.DataFrame):
+        inputs = pd.DataFrame({"text": list(inputs)})
+    if "text" not in inputs.columns:
+        raise ValueError("newstag models take a DataFrame with a `text` column")
+    return inputs
+
+
+def _clean(value) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
+def with_context(inputs, window: int = 0, title: bool = False) -> pd.DataFrame:
+    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`.
+
+    Rows that share an `article_id` are one article, ordered by `sentence_index` (else by input order), and are
+    each other's context; a row without an `article_id` stands alone.  `prev`/`next` join up to `window`
+    neighbours; `title` is the row's title when asked for and given.
+    """
+    frame = as_frame(inputs)
+    texts = [_clean(t) for t in frame["text"].tolist()]
+    n = len(texts)
+    prev, nxt = [""] * n, [""] * n
+    if window and "article_id" in frame.columns:
+        ids = [_clean(a) for a in frame["article_id"].tolist()]
+        order = frame["sentence_index"].tolist() if "sentence_index" in frame.columns else [None] * n
+        groups: dict[str, list[int]] = {}
+        for i, aid in enumerate(ids):
+            if aid:
+                groups.setdefault(aid, []).append(i)
+        for rows in groups.values():
+            rows.sort(key=lambda i: (pd.isna(order[i]), order[i] if not pd.isna(order[i]) else 0, i))
+            for k, i in enumerate(rows):
+                prev[i] = " ".join(texts[j] for j in rows[max(0, k - window):k])
+                nxt[i] = " ".join(texts[j] for j in rows[k + 1:k + 1 + window])
+    titles = [_clean(t) for t in frame["title"].tolist()] if title and "title" in frame.columns else [""] * n
+    return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles})
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -47,13 +89,15 @@ class BaselineClassifier:
             raise ValueError(f"{path}: refusing to load unexpected types {sorted(untrusted - SKOPS_ALLOWED)}")
         self.pipeline = sio.load(path, trusted=sorted(untrusted))
         self.labels = tuple(meta["labels"])
+        self.context = meta.get("context") or {}
         # The pipeline's class order is alphabetical; map it onto the model's label order once.
         self._order = [list(self.pipeline.classes_).index(label) for label in self.labels]
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        if not len(texts):
+    def predict_proba(self, inputs) -> np.ndarray:
+        frame = with_context(inputs, **self.context)
+        if frame.empty:
             return np.zeros((0, len(self.labels)))
-        return self.pipeline.predict_proba(pd.DataFrame({"text": list(texts)}))[:, self._order]
+        return self.pipeline.predict_proba(frame)[:, self._order]
 
 
 def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 0.1):
@@ -99,6 +143,7 @@ class TransformerClassifier:
 
         hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
         self.labels = tuple(meta["labels"])
+        self.context = meta.get("context") or {}
         self.max_length = int(meta["max_length"])
         self.batch_size = int(meta.get("batch_size", 64))
         self.temperature = float(meta.get("temperature", 1.0))
@@ -118,13 +163,16 @@ class TransformerClassifier:
             options.log_severity_level = 3
             self.session = ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"])
 
-    def logits(self, texts: list[str]) -> np.ndarray:
+    def logits(self, inputs) -> np.ndarray:
+        texts, pairs = encoder_inputs(with_context(inputs, **self.context), self.tokenizer.sep_token or "|",
+                                      bool(self.context.get("window") or self.context.get("title")))
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        order = np.argsort([len(t) + len(p or "") for t, p in zip(texts, pairs or texts)], kind="stable")
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             enc = self.tokenizer(
-                [texts[i] for i in idx], truncation=True, max_length=self.max_length, padding=True, return_tensors="np"
+                [texts[i] for i in idx], [pairs[i] for i in idx] if pairs else None, truncation="longest_first",
+                max_length=self.max_length, padding=True, return_tensors="np", return_token_type_ids=False,
             )
             ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
             if self.runtime == "torch":
@@ -136,8 +184,21 @@ class TransformerClassifier:
                 out[idx] = self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return softmax(self.logits(list(texts)).astype(np.float64) / self.temperature)
+    def predict_proba(self, inputs) -> np.ndarray:
+        return softmax(self.logits(inputs).astype(np.float64) / self.temperature)
+
+
+def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[list[str], list[str] | None]:
+    """The target sentence as the first segment and its context (title | previous | next) as the second.
+
+    The slots keep their place when empty, so the encoder can tell what comes before the target from what
+    follows it; a model without context (window 0, no title) reads single sentences.
+    """
+    texts = frame["text"].tolist()
+    if not contextual:
+        return texts, None
+    pairs = [f"{t} {sep} {p} {sep} {n}".strip() for t, p, n in zip(frame["title"], frame["prev"], frame["next"])]
+    return texts, pairs
 
 
 def load(model_dir: str | Path, runtime: str | None = None):
@@ -167,12 +228,8 @@ class NewstagModel(PythonModel):
         self.classifier = load(context.artifacts["model"], runtime)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        if isinstance(model_input, pd.Series):
-            model_input = model_input.to_frame("text")
-        if not isinstance(model_input, pd.DataFrame) or "text" not in model_input.columns:
-            raise ValueError("newstag models take a DataFrame with a `text` column")
-        texts = ["" if t is None else str(t) for t in model_input["text"].tolist()]
-        return predictions_frame(self.classifier.labels, self.classifier.predict_proba(texts))
+        """Rows of one `article_id` are read as one article (each other's context); other rows stand alone."""
+        return predictions_frame(self.classifier.labels, self.classifier.predict_proba(as_frame(model_input)))
 
 
 mlflow.models.set_model(NewstagModel())

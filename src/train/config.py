@@ -30,7 +30,33 @@ class DataConfig(Strict):
     use_split_field: bool = Field(True, description="take train/dev/test from a `split` field when every row has one")
     dev_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    train_fraction: float = Field(1.0, gt=0, le=1.0, description="subsample of train articles (learning curves)")
+    train_fraction: float = Field(1.0, gt=0, le=1.0,
+                                  description="subsample of the eval origin's train articles (learning curves)")
+    eval_origin: str = Field("real", description="rows of this origin form dev/ and test/; others are logged apart")
+    train_sources: dict[str, float] = Field(
+        default_factory=lambda: {"real": 1.0, "synthetic": 1.0},
+        description="origin -> loss weight of its train sentences; 0 (or absent) leaves an origin out of training")
+
+    @model_validator(mode="after")
+    def _weights(self) -> DataConfig:
+        bad = {k: v for k, v in self.train_sources.items() if v < 0}
+        if bad:
+            raise ValueError(f"train_sources weights must be >= 0, got {bad}")
+        if not any(v > 0 for v in self.train_sources.values()):
+            raise ValueError("train_sources: at least one origin needs a weight > 0")
+        return self
+
+
+class ContextConfig(Strict):
+    """What of its article a sentence is read with: the same at train, evaluate, tag and serve time."""
+
+    window: int = Field(0, ge=0, le=8, description="sentences before and after the target (0: the sentence alone)")
+    title: bool = Field(False, description="give the article title when the input has one")
+    title_dropout: float = Field(0.0, ge=0, le=1, description="share of train articles shown without their title")
+
+    def for_model(self) -> dict:
+        """What the logged model keeps (meta.json) so that every caller builds the same input."""
+        return {"window": self.window, "title": self.title}
 
 
 class BaselineModel(Strict):
@@ -44,6 +70,7 @@ class BaselineModel(Strict):
     class_weight: Literal["balanced"] | None = "balanced"
     max_iter: int = Field(2000, ge=10)
     calibrate: bool = Field(False, description="isotonic/sigmoid calibration of probabilities on train folds")
+    context_weight: float = Field(0.5, gt=0, description="scale of the context features against the sentence's own")
 
 
 class TransformerModel(Strict):
@@ -61,6 +88,13 @@ class TransformerModel(Strict):
     early_stopping_patience: int | None = Field(2, ge=1)
     runtime: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime of the logged model")
     temperature_scaling: bool = True
+    export_onnx: bool = Field(True, description="also ship ONNX fp32/int8 graphs (a failed export is logged, not fatal)")
+
+    @model_validator(mode="after")
+    def _runtime_exported(self) -> TransformerModel:
+        if self.runtime != "torch" and not self.export_onnx:
+            raise ValueError(f"runtime {self.runtime} needs export_onnx: true")
+        return self
 
 
 ModelConfig = Annotated[BaselineModel | TransformerModel, Field(discriminator="kind")]
@@ -83,6 +117,7 @@ class Config(Strict):
     seed: int = 13
     labels: tuple[str, ...] = LABELS
     data: DataConfig = DataConfig()
+    context: ContextConfig = ContextConfig()
     model: ModelConfig
     tracking: TrackingConfig = TrackingConfig()
     eval: EvalConfig = EvalConfig()

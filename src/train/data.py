@@ -1,15 +1,19 @@
 """The data layer every trainer shares: labelled sentences in, article-disjoint splits out.
 
-Rows are JSON lines with ``text``, ``label`` and ``article_id`` (optional ``split``, ``prev``, ``next`` and any
-descriptive fields).  Splits never put one article in two places: a sentence's neighbours share its source and
-style, so a sentence-level split would leak and flatter every score.
+Rows are JSON lines with ``text``, ``label`` and ``article_id`` (optional ``split``, ``origin``,
+``sentence_index``, ``title`` and any descriptive fields).  Splits never put one article in two places: a
+sentence's neighbours share its source and style, so a sentence-level split would leak and flatter every score.
+
+``origin`` says where a row comes from (``real`` news or ``synthetic`` text).  ``dev``/``test`` hold the rows of
+``data.eval_origin`` only, since that is what users tag; other origins' dev/test rows are scored apart
+(``synthetic_test/…``).  ``data.train_sources`` weights each origin's train rows in the loss (0 leaves it out).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +30,19 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Splits:
-    train: pd.DataFrame
+    train: pd.DataFrame  # with a `weight` column: the loss weight of its origin
     dev: pd.DataFrame
     test: pd.DataFrame
     path: Path
     digest: str
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)  # e.g. synthetic_dev, synthetic_test
 
     def items(self):
-        return (("train", self.train), ("dev", self.dev), ("test", self.test))
+        return (("train", self.train), ("dev", self.dev), ("test", self.test), *self.extra.items())
+
+    def evaluations(self):
+        """Every scored set: dev and test first (the headline), then the other origins' sets."""
+        return (("dev", self.dev), ("test", self.test), *self.extra.items())
 
 
 def file_digest(path: Path) -> str:
@@ -89,6 +98,8 @@ def read_labelled(path: str | Path, labels: tuple[str, ...], require_article: bo
             raise DataError(f"{path}:{lines[row]}: unknown label {label!r}; expected one of {', '.join(labels)}")
     if require_article:
         frame["article_id"] = frame["article_id"].astype(str)
+    if "title" in frame.columns:
+        frame["title"] = frame["title"].fillna("").astype(str)
     return frame
 
 
@@ -117,13 +128,44 @@ def load_splits(cfg: Config, base: Path | None = None) -> Splits:
     else:
         mapping = assign_splits(frame["article_id"].tolist(), cfg.seed, cfg.data.dev_fraction, cfg.data.test_fraction)
         split = frame["article_id"].map(mapping)
-    parts = {name: frame[split == name].reset_index(drop=True) for name in SPLITS}
+    return _by_origin(frame, split, cfg, path)
+
+
+def _subsample_articles(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    ids = sorted(frame["article_id"].unique())
+    keep = np.random.default_rng(seed).permutation(len(ids))[: max(1, round(len(ids) * fraction))]
+    return frame[frame["article_id"].isin({ids[i] for i in keep})]
+
+
+def _drop_titles(train: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """Blank the title of a seeded share of train articles: evaluation files do not always carry one."""
+    if share <= 0 or "title" not in train.columns:
+        return train
+    ids = sorted(train["article_id"].unique())
+    rng = np.random.default_rng([seed, 7])
+    dropped = {a for a, u in zip(ids, rng.random(len(ids))) if u < share}
+    train = train.copy()
+    train.loc[train["article_id"].isin(dropped), "title"] = ""
+    return train
+
+
+def _by_origin(frame: pd.DataFrame, split: pd.Series, cfg: Config, path: Path) -> Splits:
+    origin = frame["origin"].fillna(cfg.data.eval_origin) if "origin" in frame.columns else \
+        pd.Series(cfg.data.eval_origin, index=frame.index)
+    main = origin == cfg.data.eval_origin
+    weights = origin.map(lambda o: float(cfg.data.train_sources.get(o, 0.0)))
+    train = frame[(split == "train") & (weights > 0)].assign(weight=weights)
     if cfg.data.train_fraction < 1.0:
-        train = parts["train"]
-        ids = sorted(train["article_id"].unique())
-        keep = np.random.default_rng(cfg.seed).permutation(len(ids))[: max(1, round(len(ids) * cfg.data.train_fraction))]
-        parts["train"] = train[train["article_id"].isin({ids[i] for i in keep})].reset_index(drop=True)
-    for name, part in parts.items():
+        is_main = train.index.isin(frame.index[main])
+        train = pd.concat([_subsample_articles(train[is_main], cfg.data.train_fraction, cfg.seed), train[~is_main]])
+        train = train.sort_index()
+    train = _drop_titles(train.reset_index(drop=True), cfg.context.title_dropout, cfg.seed)
+    dev, test = frame[(split == "dev") & main], frame[(split == "test") & main]
+    for name, part in (("train", train), ("dev", dev), ("test", test)):
         if part.empty:
-            raise DataError(f"{path}: the {name} split is empty")
-    return Splits(parts["train"], parts["dev"], parts["test"], path, file_digest(path))
+            raise DataError(f"{path}: the {name} split is empty (eval origin {cfg.data.eval_origin!r}, "
+                            f"train sources {dict(cfg.data.train_sources)})")
+    extra = {f"{o}_{name}": frame[(split == name) & (origin == o)].reset_index(drop=True)
+             for o in sorted(set(origin) - {cfg.data.eval_origin}) for name in ("dev", "test")}
+    return Splits(train, dev.reset_index(drop=True), test.reset_index(drop=True), path, file_digest(path),
+                  {k: v for k, v in extra.items() if not v.empty})

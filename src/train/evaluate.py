@@ -57,13 +57,22 @@ def proba_from_output(output: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray
 
 
 def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -> Report:
-    """Load a logged model by URI, check the file's labels against the model's own, and score it."""
+    """Load a logged model by URI, check the file's labels against the model's own, and score it.
+
+    Rows carry `text` and optionally `article_id`, `sentence_index` and `title`: the model reads each sentence in
+    its article (by `sentence_index`, else file order), exactly as `newstag tag` does.
+    """
     import mlflow
 
+    from infer.tagger import model_labels
     from train.data import read_labelled
 
     model = mlflow.pyfunc.load_model(model_uri)
-    labels, _ = proba_from_output(model.predict(pd.DataFrame({"text": ["."]})))
+    labels = model_labels(model)
     frame = read_labelled(path, labels, require_article=False)
-    _, proba = proba_from_output(model.predict(frame[["text"]]))
+    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in frame.columns]
+    inputs = frame[columns].copy()
+    if "article_id" in inputs.columns:
+        inputs["article_id"] = inputs["article_id"].map(lambda a: None if pd.isna(a) else str(a))
+    _, proba = proba_from_output(model.predict(inputs))
     return report(frame, proba, labels, "eval", bootstrap, seed)

@@ -8,11 +8,15 @@ each `{"text", "label", "speaker"}` where `speaker` is the source as written in 
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections import Counter
+import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from train.provenance import load_exclusions, outlet_of, url_hash
+import numpy as np
+
+from train.provenance import load_exclusions, outlet_of, url_hash, url_key
 
 LABELS = ("claim", "attributed_quote", "unverified", "official_response")
 SPEAKER_LABELS = {"attributed_quote", "official_response"}
@@ -36,11 +40,11 @@ def read_articles(path: Path) -> list[tuple[int, dict | None, str | None]]:
 
 
 def speaker_span(text: str, speaker: str | None) -> list[int] | None:
-    """Character span of the speaker in the sentence: its first occurrence, as annotators mark it."""
+    """Character span of the speaker in the sentence: its first occurrence as whole words ("he" is not in "the")."""
     if not speaker:
         return None
-    start = text.find(speaker)
-    return [start, start + len(speaker)] if start >= 0 else None
+    match = re.search(rf"(?<!\w){re.escape(speaker)}(?!\w)", text) or re.search(re.escape(speaker), text)
+    return [match.start(), match.end()] if match else None
 
 
 def article_problems(article: dict, excluded: set[str]) -> list[str]:
@@ -66,6 +70,184 @@ def article_problems(article: dict, excluded: set[str]) -> list[str]:
         if speaker and speaker_span(s["text"], speaker) is None:
             problems.append(f"sentence {i}: speaker {speaker!r} is not in the text")
     return problems
+
+
+# Second-level labels under which a country's registrable domains sit (bbc.co.uk, abc.net.au, punchng.com).
+_SECOND_LEVEL = {"co", "com", "org", "net", "gov", "ac", "edu", "go", "or", "ne", "gob", "nic"}
+
+
+def outlet_group(outlet: str) -> str:
+    """The newsroom behind a host: `edition.cnn.com` and `cnn.com` are one outlet for splitting."""
+    labels = outlet.lower().split(".")
+    keep = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL else 2
+    return ".".join(labels[-keep:])
+
+
+def _linked_groups(articles: list[dict]) -> dict[str, str]:
+    """Outlet -> the (alphabetically first) outlet of its component, joining outlets that carry related stories."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    outlet = {a["article_id"]: outlet_group(a["outlet"]) for a in articles}
+    for group in outlet.values():
+        find(group)
+    stories = [(a["article_id"], a["source_url"], a["title"], [s["text"] for s in a["sentences"]]) for a in articles]
+    for x, y, _ in same_story(stories, threshold=RELATED):
+        a, b = find(outlet[x]), find(outlet[y])
+        parent[max(a, b)] = min(a, b)
+    return {o: find(o) for o in set(outlet.values())}
+
+
+def outlet_split(group: str, seed: int, dev_share: float = 0.18, test_share: float = 0.22) -> str:
+    """A fixed split per outlet from a hash of its name: adding articles or outlets never moves an old one."""
+    u = zlib.crc32(f"{seed}:{group}".encode()) / 2**32
+    return "test" if u < test_share else "dev" if u < test_share + dev_share else "train"
+
+
+def assign_outlet_splits(articles: list[dict], seed: int) -> dict[str, str]:
+    """Article -> split with no outlet in two splits, so dev and test measure newsrooms never trained on.
+
+    Outlets that carry related stories move together, so no saga is learnt in train and scored in test.
+    """
+    linked = _linked_groups(articles)
+    return {a["article_id"]: outlet_split(linked[outlet_group(a["outlet"])], seed) for a in articles}
+
+
+def sentence_rows(article: dict, split: str) -> list[dict]:
+    """One labelled row per sentence, with provenance, the title and the speaker's character span."""
+    sentences = article["sentences"]
+    rows = []
+    for i, s in enumerate(sentences):
+        text = s["text"].strip()
+        speaker = s.get("speaker") or None
+        rows.append({
+            "id": f"{article['article_id']}-{i:03d}", "article_id": article["article_id"], "sentence_index": i,
+            "text": text, "label": s["label"], "split": split, "origin": "real",
+            "topic": article["topic"].strip().lower(), "region": article["region"], "title": article["title"].strip(),
+            "outlet": article["outlet"], "source_url": article["source_url"], "date": article.get("date"),
+            "speaker": speaker, "speaker_span": speaker_span(text, speaker),
+            "prev": sentences[i - 1]["text"].strip() if i else "",
+            "next": sentences[i + 1]["text"].strip() if i + 1 < len(sentences) else "",
+        })
+    return rows
+
+
+_KEY_TOKEN = re.compile(r"(?<![.!?]\s)(?<!^)\b(?:[A-Z][\w'’-]{2,}|\d[\d,.]*\d|\d{2,})\b")
+
+
+def story_keys(title: str, texts: list[str]) -> set[str]:
+    """Names and numbers of a story: what two paraphrases of one story share whatever their wording."""
+    return {m.group(0).lower().rstrip(".,") for t in [title, *texts] for m in _KEY_TOKEN.finditer(t)}
+
+
+SAME_STORY, RELATED = 0.35, 0.25  # shares of names and numbers two articles have in common
+
+
+def same_story(articles: list[tuple[str, str, str, list[str]]], threshold: float = SAME_STORY) -> list[tuple[str, str, str]]:
+    """(id, id, why) for article pairs that tell one story: one page URL, or most of their names and numbers.
+
+    `articles` holds (article_id, source_url, title, sentence texts).
+    """
+    pairs = []
+    by_url: dict[str, str] = {}
+    keys = []
+    for aid, url, title, texts in articles:
+        key = url_key(url) if url else ""
+        if key and key in by_url:
+            pairs.append((by_url[key], aid, f"same page {key}"))
+        by_url.setdefault(key, aid)
+        keys.append((aid, story_keys(title, texts)))
+    index: dict[str, list[int]] = defaultdict(list)
+    for n, (_, k) in enumerate(keys):
+        for token in k:
+            index[token].append(n)
+    seen = set()
+    for members in index.values():
+        if len(members) > 50:  # common words ("The", years) say nothing about a story
+            continue
+        for x, i in enumerate(members):
+            for j in members[x + 1:]:
+                if (i, j) in seen:
+                    continue
+                seen.add((i, j))
+                a, b = keys[i][1], keys[j][1]
+                if min(len(a), len(b)) >= 6:
+                    jac = len(a & b) / len(a | b)
+                    if jac >= threshold:
+                        pairs.append((keys[i][0], keys[j][0], f"{jac:.0%} of names and numbers shared"))
+    return pairs
+
+
+ORIGINS = ("real", "synthetic")
+
+
+def corpus_problems(rows: list[tuple[int, dict]], excluded: set[str]) -> list[str]:
+    """Provenance checks on built sentence rows (line number, row): origin, source fields, the exclusion list,
+    the speaker span, one story per article and outlet-disjoint splits."""
+    problems = []
+    articles: dict[str, dict] = {}
+    for number, row in rows:
+        origin = row.get("origin")
+        if origin not in ORIGINS:
+            problems.append(f"line {number}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
+            continue
+        if origin != "real":
+            continue
+        missing = [k for k in ("source_url", "outlet", "title") if not row.get(k)]
+        if missing:
+            problems.append(f"line {number}: a real sentence needs {', '.join(missing)}")
+            continue
+        span, speaker = row.get("speaker_span"), row.get("speaker")
+        if speaker and (not span or row["text"][span[0]:span[1]] != speaker):
+            problems.append(f"line {number}: speaker_span {span} does not mark {speaker!r} in the text")
+        a = articles.setdefault(row["article_id"], {"line": number, "urls": set(), "outlet": row["outlet"],
+                                                    "split": set(), "title": row["title"], "texts": []})
+        a["urls"].add(row["source_url"])
+        a["split"].add(row.get("split"))
+        a["texts"].append(row["text"])
+    for aid, a in articles.items():
+        if len(a["urls"]) > 1:
+            problems.append(f"line {a['line']}: article {aid} has several source_urls")
+        for url in a["urls"]:
+            if url_hash(url) in excluded:
+                problems.append(f"line {a['line']}: article {aid} comes from a page on the evaluation exclusion list ({url})")
+    stories = [(aid, min(a["urls"]), a["title"], a["texts"]) for aid, a in articles.items()]
+    for x, y, why in same_story(stories):
+        problems.append(f"line {articles[y]['line']}: article {y} tells the same story as {x} ({why})")
+    for x, y, why in same_story(stories, threshold=RELATED):
+        if articles[x]["split"] != articles[y]["split"]:
+            problems.append(f"line {articles[y]['line']}: article {y} is related to {x} ({why}) but in another split")
+    splits_of: dict[str, set] = defaultdict(set)
+    for a in articles.values():
+        splits_of[outlet_group(a["outlet"])] |= a["split"]
+    for group, names in sorted(splits_of.items()):
+        if len(names) > 1:
+            problems.append(f"outlet {group} is in several splits: {sorted(names)}")
+    return problems
+
+
+def load_dir(raw_dir: Path) -> list[dict]:
+    """Every article of `raw_dir/*.jsonl`; a malformed line or article stops the build with file:line."""
+    from train.data import DataError
+
+    excluded = load_exclusions()
+    articles, seen = [], {}
+    for path in sorted(Path(raw_dir).glob("*.jsonl")):
+        for number, article, error in read_articles(path):
+            problems = [error] if error else article_problems(article, excluded)
+            if problems:
+                raise DataError(f"{path}:{number}: " + "; ".join(problems))
+            if article["article_id"] in seen:
+                raise DataError(f"{path}:{number}: article id {article['article_id']!r} already used at {seen[article['article_id']]}")
+            seen[article["article_id"]] = f"{path}:{number}"
+            articles.append(article)
+    return articles
 
 
 def main(paths: list[str]) -> int:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
 
 from train import classifier, plots
 from train.config import Config, flatten, resolved_yaml
@@ -49,7 +50,9 @@ def start_run(cfg: Config, config_path: Path, splits: Splits):
     }
     if not inside_project:  # `mlflow run` records the project's own commit; keep it
         tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_name=None if inside_project else cfg.tracking.run_name, tags=tags) as run:
+    nested = mlflow.active_run() is not None  # a seed's child run under `train --seeds`
+    with mlflow.start_run(run_name=None if inside_project and not nested else cfg.tracking.run_name, tags=tags,
+                          nested=nested) as run:
         params = flatten(cfg)
         params.update({"data_digest": splits.digest, "config_name": Path(config_path).stem, "git_commit": commit})
         params.update({f"data.n_{name}": len(part) for name, part in splits.items()})
@@ -57,13 +60,45 @@ def start_run(cfg: Config, config_path: Path, splits: Splits):
         mlflow.log_text(resolved_yaml(cfg), "config/resolved.yaml")
         mlflow.log_artifact(str(config_path), "config")
         for name, part in splits.items():
-            columns = [c for c in ("text", "label", "article_id") if c in part.columns]
+            columns = [c for c in ("text", "label", "article_id", "origin") if c in part.columns]
             with warnings.catch_warnings():  # a local JSONL path matches two equivalent source types
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(
                     part[columns], source=str(splits.path), name=f"{splits.path.stem}-{name}", targets="label")
             mlflow.log_input(dataset, context=name)
         yield run
+
+
+@contextlib.contextmanager
+def parent_run(cfg: Config, config_path: Path, seeds: int):
+    """The run that groups one config's seeds; children open inside it (nested)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(cfg.tracking.experiment)
+    name = f"{cfg.tracking.run_name or cfg.model.kind} x{seeds} seeds"
+    with mlflow.start_run(run_name=name, tags={"model_kind": cfg.model.kind, "config_name": Path(config_path).stem,
+                                                "seeds": str(seeds)}) as run:
+        mlflow.log_params({**flatten(cfg), "seeds": seeds, "config_name": Path(config_path).stem,
+                           "git_commit": git_commit(Path(__file__).resolve().parent)})
+        mlflow.log_text(resolved_yaml(cfg), "config/resolved.yaml")
+        yield run
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(mlflow.MlflowClient().get_run(run_id).data.metrics)
+
+
+def log_seed_summary(children: list[dict[str, float]]) -> dict[str, float]:
+    """Mean under each metric's own name and its std as `<name>_std`, for metrics every child has."""
+    import numpy as np
+
+    names = set.intersection(*(set(c) for c in children))
+    out = {}
+    for name in sorted(names):
+        values = np.array([c[name] for c in children], dtype=float)
+        out[name] = float(values.mean())
+        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    mlflow.log_metrics(out)
+    return out
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -79,23 +114,32 @@ def log_table(frame: pd.DataFrame, path: str) -> None:
     mlflow.log_table(frame, artifact_file=path)
 
 
-def log_model(model_dir: Path, cfg: Config, example_texts: list[str]) -> tuple[str, str | None]:
-    """Log the pyfunc (models-from-code) with the model directory as its artifact; register it when named."""
-    example = pd.DataFrame({"text": example_texts})
+INPUT_SCHEMA = Schema([ColSpec("string", "text"), ColSpec("string", "article_id", required=False),
+                       ColSpec("long", "sentence_index", required=False), ColSpec("string", "title", required=False)])
+
+
+def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple[str, str | None]:
+    """Log the pyfunc (models-from-code) with the model directory as its artifact; register it when named.
+
+    Only `text` is required; rows that share an `article_id` are read in their article's context.
+    """
+    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in example_rows.columns]
+    example = example_rows[columns].reset_index(drop=True)
     meta = classifier.read_meta(model_dir)
-    output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example_texts))
+    output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example))
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(MODEL_CODE),
         artifacts={"model": str(model_dir)},
-        signature=infer_signature(example, output),
+        signature=ModelSignature(INPUT_SCHEMA, infer_signature(example[["text"]], output).outputs),
         input_example=example,
         registered_model_name=cfg.tracking.registered_model,
         pip_requirements=_requirements(cfg),
         # Declared so that `load_model(uri, model_config={"runtime": "onnx"})` may switch runtimes at load time.
         model_config={"runtime": meta["runtime"]} if "runtime" in meta else None,
         # Read by `newstag tag` without loading any training code: the default abstention threshold.
-        metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score},
+        metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score,
+                  "context": cfg.context.for_model()},
     )
     version = str(info.registered_model_version) if cfg.tracking.registered_model else None
     if version and cfg.tracking.alias:

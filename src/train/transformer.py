@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,10 +63,18 @@ class WeightedTrainer(Trainer):
         self.class_weights = class_weights
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Weighted mean of per-sentence cross-entropy: class weight × the origin's weight (data.train_sources)."""
         labels = inputs.pop("labels")
+        sample = inputs.pop("weight", None)
         outputs = model(**inputs)
-        weight = None if self.class_weights is None else self.class_weights.to(outputs["logits"].device)
-        loss = torch.nn.functional.cross_entropy(outputs["logits"], labels, weight=weight)
+        logits = outputs["logits"]
+        weight = torch.ones_like(labels, dtype=logits.dtype)
+        if self.class_weights is not None:
+            weight = weight * self.class_weights.to(logits.device)[labels]
+        if sample is not None:
+            weight = weight * sample.to(logits.device, logits.dtype)
+        per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        loss = (per_item * weight).sum() / weight.sum().clamp(min=1e-12)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -85,13 +94,16 @@ class CurveLogger(TrainerCallback):
             self.log_step(values, step=step)
 
 
-def _encode(tokenizer, texts: list[str], labels: list[int] | None, max_length: int):
+def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int, weights=None):
+    """Token ids of exactly what the logged model will read (classifier.encoder_inputs), plus labels/weights."""
     from datasets import Dataset
 
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_token_type_ids=False)
-    columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if labels is not None:
-        columns["labels"] = labels
+    texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, **context), tokenizer.sep_token or "|",
+                                             bool(context["window"] or context["title"]))
+    enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length, return_token_type_ids=False)
+    columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    if weights is not None:
+        columns["weight"] = [float(w) for w in weights]
     return Dataset.from_dict(columns)
 
 
@@ -134,7 +146,7 @@ def export_onnx(model, tokenizer, model_dir: Path, quantize: bool = True) -> Non
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.TransformerClassifier:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    params, labels = cfg.model, cfg.labels
+    params, labels, context = cfg.model, cfg.labels, cfg.context.for_model()
     index = {label: i for i, label in enumerate(labels)}
     tokenizer, encoder = load_pretrained(params.name_or_path)
     torch.manual_seed(cfg.seed)
@@ -158,6 +170,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
             save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
             dataloader_pin_memory=torch.cuda.is_available(),
         )
         callbacks = [CurveLogger(log_step)]
@@ -165,8 +178,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
             model=model, args=args, class_weights=weights, processing_class=tokenizer,
-            train_dataset=_encode(tokenizer, splits.train["text"].tolist(), y_train.tolist(), params.max_length),
-            eval_dataset=_encode(tokenizer, splits.dev["text"].tolist(), y_dev.tolist(), params.max_length),
+            train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
+                                  splits.train["weight"]),
+            eval_dataset=_encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length),
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line
@@ -177,11 +191,11 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     tokenizer.save_pretrained(model_dir / "encoder")
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"kind": "transformer", "labels": list(labels), "max_length": params.max_length, "pooling": params.pooling,
-            "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0,
+            "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0, "context": context,
             "config": cfg.model_dump(mode="json")}
     classifier.write_meta(model_dir, meta)
     if params.temperature_scaling:
-        logits = classifier.load(model_dir).logits(splits.dev["text"].tolist()).astype(np.float64)
+        logits = classifier.load(model_dir).logits(splits.dev).astype(np.float64)
         meta["temperature"] = fit_temperature(logits, y_dev)
         before = metrics.expected_calibration_error(splits.dev["label"].tolist(), classifier.softmax(logits), labels)
         after = metrics.expected_calibration_error(
@@ -189,8 +203,14 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         if log_step is not None:
             log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
                       "calibration/dev_ece_after": after})
-    # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.
-    export_onnx(model, tokenizer, model_dir, quantize=True)
+    # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  A failed
+    # export costs the ONNX runtimes, never the trained model.
     meta["runtime"] = params.runtime
+    if params.export_onnx:
+        try:
+            export_onnx(model, tokenizer, model_dir, quantize=True)
+        except Exception as err:  # noqa: BLE001 - any exporter failure; the torch model stays usable
+            warnings.warn(f"ONNX export failed, the model keeps the torch runtime only: {err}", stacklevel=1)
+            meta["runtime"] = "torch"
     classifier.write_meta(model_dir, meta)
     return classifier.load(model_dir)

@@ -1,0 +1,159 @@
+"""Article context: the same input at train, evaluate, tag and serve time, and models that use it.
+
+The task below cannot be solved from the sentence alone: the same continuation ("We are looking at every
+option.") is a quote after a speaker's introduction and a response after a request for comment.
+"""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, TEXTS, last_json, run_cli
+from tiny_transformer import build_tiny_bert
+
+from train import baseline, classifier
+from train.config import load_config
+from train.data import load_splits
+
+INTRO = {
+    "attributed_quote": ("Minister Ana Ruiz spoke to reporters outside parliament on Tuesday.", "claim"),
+    "official_response": ("The company was asked about the leaked memo on Tuesday.", "claim"),
+}
+CONTINUATIONS = ["We are looking at every option.", "Nothing has been decided yet.", "We will say more next week.",
+                 "This is a difficult moment for everyone.", "Our priority is the people affected."]
+
+
+def context_rows(n_articles: int = 40) -> list[dict]:
+    rows = []
+    for i in range(n_articles):
+        label = ("attributed_quote", "official_response")[i % 2]
+        intro, intro_label = INTRO[label]
+        aid = f"c{i:02d}"
+        split = "test" if i >= n_articles - 8 else "dev" if i >= n_articles - 16 else "train"
+        title = "Minister speaks" if label == "attributed_quote" else "Company memo leaked"
+        hedge = ("The memo is said to date from March.", "unverified")
+        for k, (text, y) in enumerate([(intro, intro_label), (CONTINUATIONS[(i // 2) % 5], label), hedge]):
+            rows.append({"text": text, "label": y, "article_id": aid, "sentence_index": k, "title": title,
+                         "split": split, "origin": "real"})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def context_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ctx") / "context.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in context_rows()))
+    return path
+
+
+def config(path, *overrides):
+    return load_config(ROOT / "configs/baseline.yaml", [f"data.path={path}", "model.C=100", *overrides])
+
+
+def test_with_context_orders_by_sentence_index_and_keeps_loose_rows_alone():
+    frame = pd.DataFrame({"text": ["c", "a", "loose", "b"], "article_id": ["x", "x", None, "x"],
+                          "sentence_index": [2, 0, 5, 1], "title": ["T", "T", "U", "T"]})
+    out = classifier.with_context(frame, window=1, title=True)
+    assert out["prev"].tolist() == ["b", "", "", "a"]
+    assert out["next"].tolist() == ["", "b", "", "c"]
+    assert out["title"].tolist() == ["T", "T", "U", "T"]
+    wide = classifier.with_context(frame, window=2, title=False)
+    assert wide.loc[0, "prev"] == "a b" and wide.loc[1, "next"] == "b c" and wide["title"].eq("").all()
+    # Without sentence_index, file order decides.
+    plain = classifier.with_context(frame.drop(columns="sentence_index"), window=1)
+    assert plain["prev"].tolist() == ["", "c", "", "a"]
+
+
+def continuation_accuracy(model_dir, frame) -> float:
+    proba = classifier.load(model_dir).predict_proba(frame)
+    predicted = np.array(classifier.predictions_frame(classifier.load(model_dir).labels, proba)["label"])
+    mask = (frame["sentence_index"] == 1).to_numpy()
+    return float((predicted[mask] == frame["label"].to_numpy()[mask]).mean())
+
+
+def test_baseline_uses_context_that_a_lone_sentence_lacks(context_file, tmp_path):
+    cfg = config(context_file, "context.window=1")
+    splits = load_splits(cfg)
+    baseline.fit(cfg, splits, tmp_path / "ctx")
+    alone = config(context_file, "context.window=0")
+    baseline.fit(alone, load_splits(alone), tmp_path / "alone")
+    test = splits.test
+    assert continuation_accuracy(tmp_path / "ctx", test) == 1.0
+    assert continuation_accuracy(tmp_path / "alone", test) <= 0.75  # a lone sentence carries no cue at all
+
+
+def test_title_feature_needs_titles(context_file, tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "title"} for r in context_rows()]
+    path = tmp_path / "untitled.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"extends: {ROOT / 'configs/baseline.yaml'}\ndata: {{path: {path}}}\ncontext: {{title: true}}\n")
+    proc = run_cli("train", "-c", cfg)
+    assert proc.returncode == 2 and "context.title" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def logged_context_model(context_file, tmp_path_factory):
+    cfg = tmp_path_factory.mktemp("ctxcfg") / "ctx.yaml"
+    cfg.write_text(f"extends: {ROOT / 'configs/baseline.yaml'}\ndata: {{path: {context_file}}}\n"
+                   "model: {kind: baseline, C: 100.0}\ncontext: {window: 1, title: true}\n"
+                   "eval: {bootstrap: 0}\ntracking: {registered_model: null, experiment: tests-context}\n")
+    from train.run import train
+
+    return train(cfg)
+
+
+def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
+    model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
+    assert model.metadata.metadata["context"] == {"window": 1, "title": True}
+    cont = "We are looking at every option."
+    quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
+                          "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})
+    response = pd.DataFrame({"text": [INTRO["official_response"][0], cont], "article_id": ["r", "r"],
+                             "sentence_index": [0, 1], "title": ["Company memo leaked"] * 2})
+    both = pd.concat([quote, response], ignore_index=True)
+    out = model.predict(both)
+    assert out["label"].tolist()[1] == "attributed_quote" and out["label"].tolist()[3] == "official_response"
+    # Batched with another article == each article alone; shuffled rows == ordered rows.
+    pd.testing.assert_frame_equal(out.iloc[:2].reset_index(drop=True), model.predict(quote))
+    shuffled = model.predict(response.iloc[::-1].reset_index(drop=True))
+    pd.testing.assert_frame_equal(shuffled.iloc[::-1].reset_index(drop=True), model.predict(response))
+    # A row without article_id stands alone: the same as that text sent by itself.
+    loose = model.predict(pd.DataFrame({"text": [cont, cont], "article_id": [None, "q"]}))
+    alone = model.predict(pd.DataFrame({"text": [cont]}))
+    np.testing.assert_allclose(loose.iloc[0, 1:].to_numpy(float), alone.iloc[0, 1:].to_numpy(float))
+
+
+def test_evaluate_reads_article_fields(logged_context_model, context_file, tmp_path):
+    rows = [r for r in context_rows() if r["split"] == "test"]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]))  # reversed: sentence_index must decide
+    result = last_json(run_cli("evaluate", "--model", logged_context_model["model_uri"], "--data", path,
+                               "--json", "--bootstrap", "0", check=True).stdout)
+    assert result["n"] == len(rows) and result["accuracy"] == 1.0
+    no_ids = tmp_path / "loose.jsonl"
+    no_ids.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in rows))
+    loose = last_json(run_cli("evaluate", "--model", logged_context_model["model_uri"], "--data", no_ids,
+                              "--json", "--bootstrap", "0", check=True).stdout)
+    assert loose["accuracy"] < 1.0  # the same sentences without their articles lose the cue
+
+
+def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path):
+    from train import transformer
+
+    bert = build_tiny_bert(tmp_path / "bert", TEXTS + [r["text"] for r in context_rows()] + ["minister speaks"])
+    cfg = load_config(ROOT / "configs/transformer.yaml", [
+        f"data.path={context_file}", f"model.name_or_path={bert}", "model.epochs=1", "model.batch_size=8",
+        "model.export_onnx=false", "context.window=1", "context.title=true", "model.max_length=64"])
+    clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
+    frame = pd.DataFrame(context_rows()[:6])
+    together = clf.predict_proba(frame)
+    apart = np.vstack([clf.predict_proba(frame[frame["article_id"] == a]) for a in frame["article_id"].unique()])
+    np.testing.assert_allclose(together, apart, atol=1e-5)
+    texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, 1, True), "[SEP]", True)
+    assert texts[1] == frame.loc[1, "text"] and pairs[1] == f"{frame.loc[1, 'title']} [SEP] {frame.loc[0, 'text']} [SEP] {frame.loc[2, 'text']}"
+    # Context changes what the model reads: the same sentence after another introduction scores differently.
+    moved = frame.copy()
+    moved.loc[0, "text"] = INTRO["official_response"][0]
+    assert not np.allclose(clf.predict_proba(moved)[1], together[1])

@@ -135,11 +135,11 @@ def test_chunks_without_sentences_keep_the_schema(tmp_path, trained, fmt):
 class FailingModel:
     """The real model, except that it raises on, or returns a NaN score for, sentences holding a marker."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, always=False):
+        self.model, self.always = model, always
 
     def predict(self, frame):
-        if frame["text"].str.contains("RAISE").any():
+        if self.always or frame["text"].str.contains("RAISE").any():
             raise ValueError("model cannot handle this")
         out = self.model.predict(frame)
         out.loc[frame["text"].str.contains("NANSCORE").to_numpy(), "score"] = float("nan")
@@ -190,3 +190,17 @@ def test_duplicate_ids_are_found_on_disk_with_flat_memory(tmp_path):
 
     small, large = peak(5_000), peak(50_000)
     assert large < small * 1.2 + 200_000, (small, large)
+
+
+def test_a_broken_model_fails_the_job_instead_of_every_record(tmp_path, trained):
+    """Bisection must not turn a model that fails on everything into a dump of "bad records" and exit 3."""
+    from infer.job import Job, JobFailed
+    from infer.tagger import Tagger
+
+    dump = tmp_path / "d.jsonl"
+    make_dump(dump, 6)
+    tagger = Tagger(MODEL)
+    tagger.model = FailingModel(tagger.model, always=True)
+    with pytest.raises(JobFailed, match="fails on every article, a plain sentence included"):
+        Job([str(dump)], str(tmp_path / "o.jsonl"), tagger, chunk_size=3).run()
+    assert not (tmp_path / "o.jsonl").exists()

@@ -61,10 +61,25 @@ def _where(record: Record) -> list:
     return [error_row(record)["source"], record.line]
 
 
+def _check_tagger(tagger: Tagger, fmt: str, reasons: set[str]) -> None:
+    """After every record of a chunk failed: a plain sentence failing too means the tagger, not the records, is
+    broken, and the job must fail (exit 1) rather than list a whole dump as bad records."""
+    try:
+        render(tagger.tag([Article("canary", _CANARY)]), fmt)
+    except Exception as err:  # noqa: BLE001
+        raise JobFailed(f"the tagger fails on every article, a plain sentence included ({type(err).__name__}: "
+                        f"{brief(err)}; records failed with: {'; '.join(sorted(reasons))[:300]})") from err
+
+
+_CANARY = "The minister said the plan would be published on Monday."
+
+
 def tag_chunk(tagger: Tagger, chunk: list[Record], fmt: str) -> tuple[bytes, list[dict], dict]:
     """A chunk's rows (as file bytes), error rows in input order, and counts; the same on every engine."""
     good = [(i, r) for i, r in enumerate(chunk) if r.error is None]
     rendered, failed = _isolate(tagger, good, fmt) if good else ([], {})
+    if good and len(failed) == len(good):
+        _check_tagger(tagger, fmt, set(failed.values()))
     data = concat_parts(rendered, fmt) if rendered else render(empty_rows(tagger), fmt).data
     errors = [error_row(r if r.error else Record(r.source, r.line, r.id, error=failed[i]))
               for i, r in enumerate(chunk) if r.error or i in failed]

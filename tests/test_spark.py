@@ -90,17 +90,22 @@ def test_spark_engine_matches_local(local):
                                                                  "for article n05)"), (11, "empty", "empty text")]
 
 
-def test_spark_resume_after_a_failed_job_skips_committed_chunks(local, tmp_path):
-    """An executor killed after committing chunk 1 fails the job (exit 1, parts kept).  The resume runs with the
-    same kill still armed: it succeeds only because chunk 1 is skipped, not redone."""
+def test_spark_resume_after_a_failed_or_killed_job_skips_committed_chunks(local, tmp_path):
+    """An executor killed after committing chunk 1 fails the job (exit 1, parts kept); the resumes run with the kills
+    still armed, so they get through only because committed chunks are skipped, not redone."""
     d, _ = local
     out = tmp_path / "spark.jsonl"
     crash = {**FAIL, "NEWSTAG_CRASH_AT": "chunk-1"}
     failed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", env=crash, timeout=300)
     assert failed.returncode == 1 and "rerun with --resume" in failed.stderr and "Traceback" not in failed.stderr
     assert (tmp_path / "spark.jsonl.parts" / "chunk-000001.jsonl").exists() and not out.exists()
+    # Killed: the driver dies after the Spark phase; chunk 1 redone would have failed the job (exit 1) first.
+    killed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", "--resume",
+                     env={**crash, "NEWSTAG_CRASH_AT": "chunk-1,merge"}, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    every_chunk = ",".join(f"chunk-{i}" for i in range(5))  # all committed now: none may be tagged again
     resumed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", "--resume",
-                      env=crash, timeout=300)
+                      env={**crash, "NEWSTAG_CRASH_AT": every_chunk}, timeout=300)
     assert resumed.returncode == 3, resumed.stderr
     assert out.read_text() == (d / "local.jsonl").read_text()
     assert errors(tmp_path / "spark.jsonl.errors.jsonl") == errors(d / "local.jsonl.errors.jsonl")

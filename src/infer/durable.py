@@ -41,12 +41,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def crash_point(name: str) -> None:
-    """Test hook: ``NEWSTAG_CRASH_AT=name`` kills the process here with SIGKILL, as ``kill -9`` or a power cut would.
+    """Test hook: ``NEWSTAG_CRASH_AT=name[,name...]`` kills the process here with SIGKILL, as ``kill -9`` or a power
+    cut would.
 
     Points: ``manifest``, ``commit-N`` (chunk N half written), ``chunk-N`` (chunk N committed), ``merge`` (output
     written, errors file not yet), ``cleanup`` (summary written, parts not yet removed).
     """
-    if os.environ.get(CRASH_ENV) == name:
+    if name in os.environ.get(CRASH_ENV, "").split(","):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

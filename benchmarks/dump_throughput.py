@@ -67,30 +67,28 @@ def main() -> None:
     parser.add_argument("--data", default="data/corpus/sentences.jsonl")
     args = parser.parse_args()
     sentences = pd.read_json(args.data, lines=True)["text"].tolist()
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model = train_baseline(Path(tmp)) if args.train_baseline else args.model
-        for n in args.sizes:
+        print(f"model {model}" + (f" ({args.runtime})" if args.runtime else "") + f", {args.sentences[0]}-"
+              f"{args.sentences[1]} sentences an article, Parquet output, one process, median of {args.repeats}\n")
+        print("| articles | sentences | seconds | articles/s | sentences/s | peak RSS MiB | vs smallest | read | segment "
+              "| model | write |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+        base = None
+        for n in args.sizes:  # a row as soon as its size is done: a long run interrupted keeps what it measured
             dump = Path(tmp) / f"dump-{n}.jsonl"
             make_dump(dump, n, sentences, tuple(args.sentences))
             runs = [run(dump, Path(tmp) / f"out-{n}.parquet", model, args.runtime) for _ in range(args.repeats)]
-            summaries = [s for s, _ in runs]
-            median = {k: statistics.median(s[k] for s in summaries)
-                      for k in ("seconds", "read_seconds", "segment_seconds", "model_seconds", "write_seconds")}
-            rows.append((n, summaries[0]["sentences"], median, statistics.median(p for _, p in runs)))
+            s = {k: statistics.median(r[0][k] for r in runs)
+                 for k in ("sentences", "seconds", "read_seconds", "segment_seconds", "model_seconds", "write_seconds")}
+            peak = statistics.median(p for _, p in runs)
+            base = base or peak
+            share = [s[f"{k}_seconds"] / s["seconds"] for k in ("read", "segment", "model", "write")]
+            print(f"| {n:,} | {s['sentences']:,} | {s['seconds']:.1f} | {n / s['seconds']:,.0f} "
+                  f"| {s['sentences'] / s['seconds']:,.0f} | {peak:,.0f} | {peak / base - 1:+.1%} | "
+                  + " | ".join(f"{v:.0%}" for v in share) + " |", flush=True)
             (Path(tmp) / f"out-{n}.parquet").unlink()
             dump.unlink()
-    base = rows[0][3]
-    print(f"model {model}" + (f" ({args.runtime})" if args.runtime else "") + f", {args.sentences[0]}-{args.sentences[1]} "
-          f"sentences an article, Parquet output, one process, median of {args.repeats}\n")
-    print("| articles | sentences | seconds | articles/s | sentences/s | peak RSS MiB | vs smallest | read | segment | model | write |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for n, sentences_n, s, peak in rows:
-        total = s["seconds"]
-        share = [s[f"{k}_seconds"] / total for k in ("read", "segment", "model", "write")]
-        print(f"| {n:,} | {sentences_n:,} | {total:.1f} | {n / total:,.0f} | {sentences_n / total:,.0f} "
-              f"| {peak:,.0f} | {peak / base - 1:+.1%} | " + " | ".join(f"{v:.0%}" for v in share) + " |")
-
 
 if __name__ == "__main__":
     main()

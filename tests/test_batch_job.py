@@ -41,13 +41,13 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, trained, fmt):
     parts = tmp_path / f"out.{fmt}.parts"
     proc = subprocess.Popen([str(BIN / "newstag"), "tag", str(dump), "-o", str(out), "--model", MODEL,
                              "--chunk-size", "25"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # start-up alone can take minutes on a loaded 2-core machine
     while not list(parts.glob(f"chunk-*.{fmt}")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(random.Random(fmt).uniform(0.0, 0.6))
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert parts.exists() and not out.exists(), "the job finished before it could be killed; make the dump larger"
+    assert parts.exists() and not out.exists(), "the job finished before it could be killed (or never started)"
     committed = len(list(parts.glob(f"chunk-*.{fmt}")))
     assert 0 < committed < 60
 

@@ -1,4 +1,5 @@
-"""`newstag tag --engine spark` gives the local engine's rows, errors and exit code on the same dump."""
+"""`newstag tag --engine spark` gives the local engine's rows, errors and exit code on the same dump, isolates a
+record that fails inside an executor, and resumes a failed Spark job from its committed chunks."""
 
 import json
 import os
@@ -46,40 +47,65 @@ def errors(path):
     return [(e["source"], e["line"], e["id"], e["reason"]) for e in map(json.loads, path.read_text().splitlines())]
 
 
-def test_spark_engine_matches_local(tmp_path, trained):
-    src = tmp_path / "dump.jsonl"
-    dump(src)
+FAIL = {"NEWSTAG_FAIL_ID": "n05"}  # tagging raises whenever article n05 is in the batch, in the executor too
+SPARK = ["--engine", "spark", "--spark-master", "local[2]"]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, trained):
+    d = tmp_path_factory.mktemp("local")
+    dump(d / "dump.jsonl")
+    proc = run_cli("tag", d / "dump.jsonl", "-o", d / "local.jsonl", "--model", MODEL, env=FAIL)
+    assert proc.returncode == 3, proc.stderr
+    return d, last_json(proc.stdout)
+
+
+def test_spark_engine_matches_local(local):
+    d, local_summary = local
+    src = d / "dump.jsonl"
     runs = {}
-    for name, extra in [("local.jsonl", []), ("spark.jsonl", ["--engine", "spark", "--spark-master", "local[2]"]),
-                        ("spark.parquet", ["--engine", "spark", "--spark-master", "local[2]", "--chunk-size", "3"])]:
-        proc = run_cli("tag", src, "-o", tmp_path / name, "--model", MODEL, *extra, timeout=300)
+    for name, extra in [("spark.jsonl", SPARK), ("spark.parquet", [*SPARK, "--chunk-size", "3"])]:
+        proc = run_cli("tag", src, "-o", d / name, "--model", MODEL, *extra, env=FAIL, timeout=300)
         assert proc.returncode == 3, proc.stderr  # finished, skipped records
         assert "Traceback" not in proc.stderr
         runs[name] = last_json(proc.stdout)
 
-    local = pd.read_json(tmp_path / "local.jsonl", lines=True, dtype={"model_version": str})
-    assert len(local) > 12 and set(local["article_id"]) == {f"n{i:02d}" for i in range(12)}
+    local_rows = pd.read_json(d / "local.jsonl", lines=True, dtype={"model_version": str})
+    assert len(local_rows) > 12 and set(local_rows["article_id"]) == {f"n{i:02d}" for i in range(12)} - {"n05"}
     key = ["article_id", "sentence_index"]
     for name in ("spark.jsonl", "spark.parquet"):
-        out = tmp_path / name
+        out = d / name
         rows = (pd.read_json(out, lines=True, dtype={"model_version": str}) if out.suffix == ".jsonl"
                 else pd.read_parquet(out))
-        assert list(rows.columns) == list(local.columns), name
-        # Written in input order already; compare after sorting anyway so a failure shows the real difference.
-        assert rows[key].values.tolist() == local[key].values.tolist(), name
-        pd.testing.assert_frame_equal(rows.sort_values(key, ignore_index=True), local.sort_values(key, ignore_index=True),
-                                      check_dtype=False, check_exact=False, rtol=0, atol=1e-9, obj=name)
-        assert errors(tmp_path / f"{name}.errors.jsonl") == errors(tmp_path / "local.jsonl.errors.jsonl"), name
-        summary = json.loads((tmp_path / f"{name}.summary.json").read_text())
+        assert list(rows.columns) == list(local_rows.columns), name
+        assert rows[key].values.tolist() == local_rows[key].values.tolist(), name
+        pd.testing.assert_frame_equal(rows, local_rows, check_dtype=False, check_exact=False, rtol=0, atol=1e-9, obj=name)
+        assert errors(d / f"{name}.errors.jsonl") == errors(d / "local.jsonl.errors.jsonl"), name
+        summary = json.loads((d / f"{name}.summary.json").read_text())
         for field in ("articles_read", "articles_tagged", "skipped", "sentences", "labels"):
-            assert summary[field] == runs[name][field] == runs["local.jsonl"][field], (name, field)
-        assert not list(tmp_path.glob(f"{name}.spark-*")), "temporary Spark folder left behind"
-    assert [e[1:3] for e in errors(tmp_path / "local.jsonl.errors.jsonl")] == [(6, None), (11, "empty")]
+            assert summary[field] == runs[name][field] == local_summary[field], (name, field)
+        assert not (d / f"{name}.parts").exists(), "parts folder left behind"
+    assert [e[1:] for e in errors(d / "local.jsonl.errors.jsonl")] == [
+        (6, None, errors(d / "local.jsonl.errors.jsonl")[0][3]), (7, "n05", "tagging failed (RuntimeError: injected failure "
+                                                                 "for article n05)"), (11, "empty", "empty text")]
 
 
-def test_spark_engine_refuses_resume(tmp_path, trained):
-    src = tmp_path / "dump.jsonl"
-    dump(src)
-    proc = run_cli("tag", src, "-o", tmp_path / "o.jsonl", "--model", MODEL, "--engine", "spark", "--resume")
-    assert proc.returncode == 2 and "--resume is not supported with --engine spark" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_spark_resume_after_a_failed_or_killed_job_skips_committed_chunks(local, tmp_path):
+    """An executor killed after committing chunk 1 fails the job (exit 1, parts kept); the resumes run with the kills
+    still armed, so they get through only because committed chunks are skipped, not redone."""
+    d, _ = local
+    out = tmp_path / "spark.jsonl"
+    crash = {**FAIL, "NEWSTAG_CRASH_AT": "chunk-1"}
+    failed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", env=crash, timeout=300)
+    assert failed.returncode == 1 and "rerun with --resume" in failed.stderr and "Traceback" not in failed.stderr
+    assert (tmp_path / "spark.jsonl.parts" / "chunk-000001.jsonl").exists() and not out.exists()
+    # Killed: the driver dies after the Spark phase; chunk 1 redone would have failed the job (exit 1) first.
+    killed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", "--resume",
+                     env={**crash, "NEWSTAG_CRASH_AT": "chunk-1,merge"}, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    every_chunk = ",".join(f"chunk-{i}" for i in range(5))  # all committed now: none may be tagged again
+    resumed = run_cli("tag", d / "dump.jsonl", "-o", out, "--model", MODEL, *SPARK, "--chunk-size", "3", "--resume",
+                      env={**crash, "NEWSTAG_CRASH_AT": every_chunk}, timeout=300)
+    assert resumed.returncode == 3, resumed.stderr
+    assert out.read_text() == (d / "local.jsonl").read_text()
+    assert errors(tmp_path / "spark.jsonl.errors.jsonl") == errors(d / "local.jsonl.errors.jsonl")

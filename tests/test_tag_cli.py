@@ -85,3 +85,11 @@ def test_unknown_model_is_a_clean_error(tmp_path):
     write_jsonl(src, ARTICLES)
     proc = run_cli("tag", src, "-o", tmp_path / "o.jsonl", "--model", "models:/no-such-model@champion")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no-such-model" in proc.stderr
+
+
+def test_bad_numbers_are_usage_errors(tmp_path):
+    src = tmp_path / "dump.jsonl"
+    write_jsonl(src, ARTICLES)
+    for flag, value in [("--chunk-size", "0"), ("--batch-size", "-3"), ("--max-chars", "many")]:
+        proc = run_cli("tag", src, "-o", tmp_path / "o.jsonl", flag, value)
+        assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr, (flag, proc.stderr)

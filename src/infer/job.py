@@ -1,36 +1,34 @@
-"""A batch tagging job over article dumps: streaming, resumable after ``kill -9``, never stopped by a bad record.
+"""A batch tagging job over article dumps: streaming, exact after ``kill -9`` and ``--resume``, never stopped by a
+bad record.
 
 Input records are cut into chunks of a fixed number of records.  Each chunk's rows, errors and counts are
-written to ``OUTPUT.parts/`` as temporary files and renamed into place, the data file last: its presence is the
-commit.  ``--resume`` re-reads the input (cheap), skips committed chunks and redoes the rest; the final merge
-streams the chunks into ``OUTPUT`` (write-then-rename) and removes the parts.  An interrupted job therefore ends
-with exactly the rows of an uninterrupted one.
+written to ``OUTPUT.parts/`` (fsynced, renamed into place, the rows file last: its presence is the commit).
+``OUTPUT.parts/manifest.json`` fingerprints the inputs and every option that decides the rows; ``--resume``
+checks it (any change refuses), re-reads the inputs, skips committed chunks and redoes the rest.  The merge
+streams the chunks into ``OUTPUT``; the parts are removed last.  Whatever a record holds can fail only that
+record: a chunk the tagger or the writer fails on is bisected down to the records that fail (:func:`tag_chunk`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import shutil
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
-import pandas as pd
+import newstag
+from infer.chunks import JobError, JobFailed, Parts, chunks, tag_chunk, write_jsonl
+from infer.durable import atomic_write, crash_point, differences, fingerprint
+from infer.io import MAX_CHARS, Record, SeenIds, read_records
+from infer.rows import empty_rows, render
+from infer.tagger import Tagger
 
-from infer.io import MAX_CHARS, Record, error_row, read_records
-from infer.tagger import Article, Tagger
+__all__ = ["EXIT_OK", "EXIT_SKIPPED", "Job", "JobError", "JobFailed", "Summary", "output_format", "write_jsonl"]
 
 EXIT_OK, EXIT_SKIPPED = 0, 3  # see the CLI docstring for the full table
 FORMATS = ("jsonl", "parquet")
-
-
-class JobError(Exception):
-    """A user error that stops the job before it starts (bad output path, resume mismatch)."""
 
 
 @dataclass
@@ -54,6 +52,7 @@ class Summary:
 
     def as_dict(self) -> dict:
         out = asdict(self)
+        out["labels"] = dict(sorted(self.labels.items()))
         out["sentences_per_second"] = round(self.sentences / self.seconds, 1) if self.seconds else 0.0
         out["articles_per_second"] = round(self.articles_read / self.seconds, 1) if self.seconds else 0.0
         out["seconds"] = round(self.seconds, 3)
@@ -73,80 +72,65 @@ def output_format(output: Path, fmt: str | None) -> str:
     raise JobError(f"{output}: cannot tell the format from the extension; use .jsonl or .parquet, or --format")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _write_rows(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    if fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        _write_jsonl(frame.to_dict("records"), path)
-
-
-def _write_jsonl(rows: Iterable[dict], path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, default=_plain) + "\n")
-
-
-def _plain(value):
-    """numpy scalars and pandas NA in rows become JSON numbers and null."""
-    return None if pd.isna(value) else value.item()
-
-
-def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
-    while chunk := list(itertools.islice(records, size)):
-        yield chunk
-
-
 class Job:
     def __init__(self, inputs: list[str], output: str, tagger: Tagger, fmt: str | None = None,
-                 chunk_size: int = 1000, resume: bool = False, max_chars: int = MAX_CHARS, progress: bool | None = None):
-        self.inputs, self.output, self.tagger = inputs, Path(output), tagger
+                 chunk_size: int = 1000, resume: bool = False, max_chars: int = MAX_CHARS, progress: bool | None = None,
+                 runtime: str | None = None):
+        self.inputs, self.output, self.tagger, self.runtime = inputs, Path(output), tagger, runtime
         self.fmt = output_format(self.output, fmt)
-        self.parts = self.output.with_name(self.output.name + ".parts")
+        self.parts = Parts(self.output.with_name(self.output.name + ".parts"), self.fmt)
         self.errors_path = self.output.with_name(self.output.name + ".errors.jsonl")
         self.summary_path = self.output.with_name(self.output.name + ".summary.json")
         self.chunk_size, self.resume, self.max_chars = chunk_size, resume, max_chars
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.manifest = {"inputs": [str(Path(p).resolve()) for p in inputs], "model_uri": tagger.model_uri,
-                         "model_version": tagger.version, "format": self.fmt, "chunk_size": chunk_size,
-                         "segmenter": tagger.segmenter, "min_score": tagger.min_score, "max_chars": max_chars}
+
+    def manifest(self) -> dict:
+        """Everything that decides the output rows.  Batch size counts only where scores depend on it (not the
+        baseline's); the model's uuid pins the model an alias pointed at."""
+        meta = self.tagger.model.metadata
+        extra = meta.metadata or {}
+        return {"newstag": newstag.__version__, "inputs": [str(Path(p).resolve()) for p in self.inputs],
+                "format": self.fmt, "chunk_size": self.chunk_size, "max_chars": self.max_chars,
+                "model_uri": self.tagger.model_uri, "model_version": self.tagger.version,
+                "model_uuid": meta.model_uuid, "runtime": self.runtime, "segmenter": self.tagger.segmenter,
+                "min_score": self.tagger.min_score, "context": extra.get("context"),
+                "batch_size": None if extra.get("model_kind") == "baseline" else self.tagger.batch_size,
+                "files": fingerprint(self.inputs)}
 
     def _prepare(self) -> None:
-        manifest = self.parts / "manifest.json"
-        if self.parts.exists():
+        folder = self.parts.folder
+        shutil.rmtree(folder.with_name(folder.name + ".done"), ignore_errors=True)  # a finished job's leftovers
+        current = self.manifest()
+        if folder.exists():
             if not self.resume:
-                raise JobError(f"{self.parts} holds an interrupted job: rerun with --resume, or delete it to start over")
+                raise JobError(f"{folder} holds an interrupted job: rerun with --resume, or delete it to start over")
             try:
-                previous = json.loads(manifest.read_text())
-            except (OSError, json.JSONDecodeError):
+                previous = json.loads((folder / "manifest.json").read_text())
+            except (OSError, ValueError):
                 previous = None
-            if previous is not None and previous != self.manifest:
-                changed = sorted(k for k in self.manifest if previous.get(k) != self.manifest[k])
-                raise JobError(f"cannot resume {self.output}: {', '.join(changed)} differ from the interrupted job")
+            if previous is None and any(folder.glob("chunk-*")):
+                raise JobError(f"cannot resume {self.output}: {folder}/manifest.json is missing or corrupt, so the "
+                               f"committed chunks cannot be checked; delete {folder} to start over")
+            if previous is not None and (changed := differences(previous, current)):
+                raise JobError(f"cannot resume {self.output}: " + "; ".join(changed)
+                               + f". Rerun the original job, or delete {folder} to start over")
+            if previous == current:
+                return
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.parts.mkdir(exist_ok=True)
-        _atomic_write(manifest, lambda p: p.write_text(json.dumps(self.manifest, indent=2)))
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / "manifest.json", lambda p: p.write_text(json.dumps(current, indent=2)))
+        crash_point("manifest")
 
-    def _part(self, index: int, suffix: str) -> Path:
-        return self.parts / f"chunk-{index:06d}.{suffix}"
-
-    def _process(self, index: int, chunk: list[Record], summary: Summary) -> dict:
-        good = [r for r in chunk if r.error is None]
-        errors = [error_row(r) for r in chunk if r.error]
-        frame = self.tagger.tag([Article(r.id, r.text, r.title) for r in good])
-        t1 = time.perf_counter()
-        stats = {"articles_read": len(chunk), "articles_tagged": len(good), "skipped": len(errors),
-                 "sentences": len(frame), "labels": {k: int(v) for k, v in Counter(frame["label"]).items()}}
-        _atomic_write(self._part(index, "errors.jsonl"), lambda p: _write_jsonl(errors, p))
-        _atomic_write(self._part(index, "stats.json"), lambda p: p.write_text(json.dumps(stats)))
-        _atomic_write(self._part(index, self.fmt), lambda p: _write_rows(frame, p, self.fmt))  # the commit
-        summary.write_seconds += time.perf_counter() - t1
+    def process(self, index: int, chunk: list[Record]) -> dict | None:
+        """Tag and commit one chunk now; an engine that defers the work returns None and does it in ``finish``."""
+        data, errors, stats = tag_chunk(self.tagger, chunk, self.fmt)
+        t0 = time.perf_counter()
+        self.parts.commit(index, data, errors, stats)
+        self.write_seconds += time.perf_counter() - t0
         return stats
+
+    def finish(self, pending: list[int]) -> list[dict]:
+        return []
 
     def _merge(self, count: int) -> None:
         def rows(tmp: Path) -> None:
@@ -155,50 +139,61 @@ class Job:
 
                 writer = None
                 for i in range(count):
-                    table = pq.read_table(self._part(i, "parquet"))
+                    table = pq.read_table(self.parts.path(i, "parquet"))
                     writer = writer or pq.ParquetWriter(tmp, table.schema)
                     if table.num_rows:
                         writer.write_table(table)
                 if writer is None:  # no chunks at all: still leave a valid, empty file
-                    pd.DataFrame(columns=self.tagger.columns).to_parquet(tmp, index=False)
+                    tmp.write_bytes(render(empty_rows(self.tagger), "parquet").data)
                 else:
                     writer.close()
             else:
-                _concat([self._part(i, "jsonl") for i in range(count)], tmp)
+                _concat([self.parts.path(i, "jsonl") for i in range(count)], tmp)
 
-        _atomic_write(self.output, rows)
-        _atomic_write(self.errors_path, lambda tmp: _concat([self._part(i, "errors.jsonl") for i in range(count)], tmp))
+        atomic_write(self.output, rows)
+        crash_point("merge")
+        atomic_write(self.errors_path, lambda tmp: _concat([self.parts.path(i, "errors.jsonl") for i in range(count)], tmp))
 
     def run(self) -> Summary:
         self._prepare()
-        summary, started = Summary(), time.perf_counter()
+        summary, started, self.write_seconds = Summary(), time.perf_counter(), 0.0
         bar = _progress_bar(self.progress)
-        records = read_records(self.inputs, self.max_chars)
-        count = 0
-        while True:
-            t0 = time.perf_counter()
-            chunk = next(_chunks(records, self.chunk_size), None)
-            summary.read_seconds += time.perf_counter() - t0
-            if chunk is None:
-                break
-            if self._part(count, self.fmt).exists():
-                stats = json.loads(self._part(count, "stats.json").read_text())
-            else:
-                stats = self._process(count, chunk, summary)
+        seen = SeenIds(self.parts.folder / "ids.sqlite")
+        records = read_records(self.inputs, self.max_chars, seen)
+        count, pending = 0, []
+        try:
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(chunks(records, self.chunk_size), None)
+                summary.read_seconds += time.perf_counter() - t0
+                if chunk is None:
+                    break
+                stats = self.parts.committed(count, chunk) or self.process(count, chunk)
+                if stats is None:
+                    pending.append(count)
+                else:
+                    summary.add(stats)
+                count += 1
+                if bar is not None:
+                    bar.update(len(chunk))
+                    bar.set_postfix(sentences=summary.sentences, skipped=summary.skipped,
+                                    sent_per_s=f"{summary.sentences / max(time.perf_counter() - started, 1e-9):.0f}")
+        finally:
+            records.close()
+            seen.close()
+        for stats in self.finish(pending):
             summary.add(stats)
-            count += 1
-            if bar is not None:
-                bar.update(stats["articles_read"])
-                bar.set_postfix(sentences=summary.sentences, skipped=summary.skipped,
-                                sent_per_s=f"{summary.sentences / max(time.perf_counter() - started, 1e-9):.0f}")
         summary.segment_seconds = self.tagger.seconds["segment"]
         summary.model_seconds = self.tagger.seconds["model"]
         t0 = time.perf_counter()
         self._merge(count)
-        summary.write_seconds += time.perf_counter() - t0
+        summary.write_seconds = self.write_seconds + time.perf_counter() - t0
         summary.seconds = time.perf_counter() - started
-        _atomic_write(self.summary_path, lambda p: p.write_text(json.dumps(summary.as_dict(), indent=2)))
-        shutil.rmtree(self.parts)
+        atomic_write(self.summary_path, lambda p: p.write_text(json.dumps(summary.as_dict(), indent=2)))
+        crash_point("cleanup")
+        done = self.parts.folder.with_name(self.parts.folder.name + ".done")
+        self.parts.folder.rename(done)  # one atomic step: a kill during removal leaves no half-deleted job
+        shutil.rmtree(done)
         if bar is not None:
             bar.close()
         return summary

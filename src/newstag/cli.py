@@ -57,18 +57,19 @@ def cmd_evaluate(args) -> int:
 def cmd_tag(args) -> int:
     from infer.job import EXIT_OK, EXIT_SKIPPED, Job
 
+    engine, extra = Job, {}
     if args.engine == "spark":
-        from infer.spark import run_spark
+        from infer.spark import SparkJob, check_environment
 
-        summary = run_spark(args)
-    else:
-        from infer.tagger import Tagger
+        check_environment()  # before loading the model: a missing JVM is reported at once
+        engine, extra = SparkJob, {"master": args.spark_master}
+    from infer.tagger import Tagger
 
-        tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score,
-                        batch_size=args.batch_size)
-        job = Job(args.inputs, args.output, tagger, fmt=args.format, chunk_size=args.chunk_size, resume=args.resume,
-                  max_chars=args.max_chars, progress=False if args.no_progress else None)
-        summary = job.run()
+    tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score,
+                    batch_size=args.batch_size)
+    job = engine(args.inputs, args.output, tagger, fmt=args.format, chunk_size=args.chunk_size, resume=args.resume,
+                 max_chars=args.max_chars, progress=False if args.no_progress else None, runtime=args.runtime, **extra)
+    summary = job.run()
     s = summary.as_dict()
     print(f"tagged {s['articles_tagged']:,} of {s['articles_read']:,} articles, {s['sentences']:,} sentences in "
           f"{s['seconds']:.1f}s ({s['sentences_per_second']:,.0f} sentences/s); skipped {s['skipped']:,}"
@@ -115,6 +116,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="newstag", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -140,13 +151,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, help="output file: .jsonl or .parquet")
     g.add_argument("--model", default="models:/newstag@champion", help="model URI (default: %(default)s)")
     g.add_argument("--format", choices=("jsonl", "parquet"), help="output format if the extension does not say")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted job into the same output")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted job; refused (exit 2) if its inputs or options changed")
     g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
     g.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), help="transformer runtime (default: the model's)")
     g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))
-    g.add_argument("--batch-size", type=int, default=512, help="sentences per model call")
-    g.add_argument("--chunk-size", type=int, default=1000, help="articles per committed chunk")
-    g.add_argument("--max-chars", type=int, default=200_000, help="longer articles are skipped as errors")
+    g.add_argument("--batch-size", type=_positive, default=512, help="sentences per model call")
+    g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
+    g.add_argument("--max-chars", type=_positive, default=200_000, help="longer articles are skipped as errors")
     g.add_argument("--engine", choices=("local", "spark"), default="local")
     g.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
     g.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
+    from infer.job import JobFailed
     from newstag.errors import USER_ERRORS, describe
 
     try:
@@ -203,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
         return EXIT_USAGE
+    except JobFailed as err:
+        print(f"newstag {args.command}: failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"newstag {args.command}: interrupted", file=sys.stderr)
         return 130

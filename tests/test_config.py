@@ -82,3 +82,21 @@ def test_cli_reports_bad_config_without_traceback(tmp_path):
 def test_cli_missing_config_file(tmp_path):
     proc = run_cli("train", "-c", tmp_path / "nope.yaml")
     assert proc.returncode == 2 and "no such config file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_seeds_train_children_under_a_parent_that_logs_mean_and_std(tiny_config):
+    import mlflow
+    import numpy as np
+    from conftest import last_json, run_cli
+
+    out = last_json(run_cli("train", "-c", tiny_config, "--seeds", "3", "--set", "tracking.registered_model=null",
+                            "--set", "eval.bootstrap=0", check=True).stdout)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(out["run_id"])
+    children = [client.get_run(c) for c in out["children"]]
+    assert len(children) == 3 and all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert sorted(c.data.params["seed"] for c in children) == ["13", "14", "15"]
+    values = np.array([c.data.metrics["dev/macro_f1"] for c in children])
+    assert parent.data.metrics["dev/macro_f1"] == pytest.approx(values.mean())
+    assert parent.data.metrics["dev/macro_f1_std"] == pytest.approx(values.std(ddof=1))
+    assert out["dev/macro_f1"] == pytest.approx(round(values.mean(), 4))

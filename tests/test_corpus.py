@@ -39,7 +39,7 @@ def test_build_is_deterministic_and_keeps_articles_whole(tmp_path):
     for r in rows:
         per_article.setdefault(r["article_id"], set()).add(r["split"])
     assert all(len(s) == 1 for s in per_article.values())
-    assert first["splits"] == {"train": 56, "dev": 12, "test": 12}
+    assert first["splits"] == {"synthetic/train": 56, "synthetic/dev": 12, "synthetic/test": 12}
     assert rows[1]["prev"] == rows[0]["text"] and rows[0]["next"] == rows[1]["text"]
 
 
@@ -56,11 +56,95 @@ def test_validate_catches_leakage_duplicates_and_bad_labels(tmp_path):
     assert not report["ok"]
     assert "c.jsonl:2: exact duplicate of line 1" in text
     assert "unknown label 'opinion'" in text
+    assert "article a is in several splits" not in text  # line 3 is refused before the leakage check
+    rows[2]["label"] = "claim"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "error: article a is in several splits: ['dev', 'train']" in validate(p, min_share=0.0)["messages"]
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="corpus not built")
 def test_shipped_corpus_validates():
     report = validate(SHIPPED)
     assert report["ok"], "\n".join(report["messages"][:20])
-    assert report["sentences"] >= 8000 and report["articles"] >= 400
-    assert min(report["label_shares"].values()) >= 0.12
+    assert report["origin_counts"]["synthetic"] >= 8000 and report["origin_counts"]["real"] >= 6000
+    assert report["real_outlets"] >= 150
+
+
+def real_article(aid, url, outlet=None, texts=None, labels=None):
+    name = "".join(chr(ord("a") + int(c)) if c.isdigit() else c for c in aid).title()  # r07 -> Rah: one name a story
+    texts = texts or [f"Sentence {i} of the story tells what {name}ville did." for i in range(8)]
+    labels = labels or ["claim"] * len(texts)
+    return {"article_id": aid, "source_url": url, "outlet": outlet or url.split("/")[2].removeprefix("www."),
+            "title": f"Title {aid}", "topic": "crime", "region": "UK", "date": None,
+            "sentences": [{"text": t, "label": y, "speaker": None} for t, y in zip(texts, labels)]}
+
+
+def built_rows(tmp_path, articles):
+    raw, real = tmp_path / "raw", tmp_path / "real"
+    raw.mkdir(exist_ok=True)
+    real.mkdir(exist_ok=True)
+    (raw / "b-01.jsonl").write_text(json.dumps(raw_article("s1", "crime", [("A synthetic line.", "C")])) + "\n")
+    (real / "w.jsonl").write_text("".join(json.dumps(a) + "\n" for a in articles))
+    out = tmp_path / "s.jsonl"
+    build(raw, out, real=real)
+    return out, [json.loads(l) for l in out.read_text().splitlines()]
+
+
+def test_build_splits_real_news_by_outlet_with_provenance(tmp_path):
+    articles = [real_article(f"r{i:02d}", f"https://www.outlet{i % 12}.com/news/{i}") for i in range(36)]
+    quote = real_article("q", "https://news.example.org/q", texts=[f"“We will appeal,” he said in case {i}." for i in range(8)],
+                         labels=["attributed_quote"] * 8)
+    quote["sentences"][0]["speaker"] = "he"
+    out, rows = built_rows(tmp_path, [*articles, quote])
+    real = [r for r in rows if r["origin"] == "real"]
+    splits_by_outlet = {}
+    for r in real:
+        splits_by_outlet.setdefault(r["outlet"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits_by_outlet.values())
+    assert {s for v in splits_by_outlet.values() for s in v} == {"train", "dev", "test"}
+    q0 = next(r for r in real if r["id"] == "q-000")
+    assert q0["speaker_span"] == [18, 20] and q0["text"][18:20] == "he"  # the word, not the "he" in "the"
+    assert all(r["source_url"] and r["title"] for r in real)
+    assert validate(out, min_share=0.0)["ok"]
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda rows: rows[1].update(origin="scraped"), "origin 'scraped' is not one of real, synthetic"),
+    (lambda rows: rows[1].update(source_url=""), "a real sentence needs source_url"),
+    (lambda rows: rows[1].update(speaker="Nobody", speaker_span=[0, 3]), "does not mark 'Nobody'"),
+    (lambda rows: [r.update(split={"r00": "train", "r12": "test"}[r["article_id"]]) for r in rows
+                   if r["article_id"] in ("r00", "r12")], "outlet outlet0.com is in several splits"),
+    (lambda rows: [r.update(source_url="https://www.outlet1.com/news/1") for r in rows if r["article_id"] == "r13"],
+     "tells the same story as r01 (same page outlet1.com/news/1)"),
+])
+def test_validate_refuses_each_provenance_breakage(tmp_path, breakage, message):
+    articles = [real_article(f"r{i:02d}", f"https://www.outlet{i % 12}.com/news/{i}") for i in range(24)]
+    out, rows = built_rows(tmp_path, articles)
+    breakage(rows)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = validate(out, min_share=0.0)
+    assert not report["ok"] and any(message in m for m in report["messages"]), report["messages"]
+
+
+def test_validate_refuses_pages_on_the_exclusion_list(tmp_path):
+    from train.provenance import url_hash
+
+    articles = [real_article(f"r{i:02d}", f"https://www.outlet{i}.com/news/{i}") for i in range(3)]
+    out, _ = built_rows(tmp_path, articles)
+    exclusions = tmp_path / "exclusions.txt"
+    exclusions.write_text("# header\n" + url_hash("http://outlet1.com/news/1/amp/?utm=x") + "\n")
+    report = validate(out, min_share=0.0, exclusions=exclusions)
+    assert not report["ok"]
+    assert any("r01 comes from a page on the evaluation exclusion list" in m for m in report["messages"])
+    assert validate(out, min_share=0.0, exclusions=tmp_path / "none.txt")["ok"]
+
+
+def test_two_paraphrases_of_one_story_are_one_story(tmp_path):
+    texts = ["Police in Leeds arrested Tomas Varga, 34, on Friday after the Kirkgate fire.",
+             "The blaze at Kirkgate Market destroyed 40 stalls, West Yorkshire Fire Service said.",
+             "Varga was charged with arson and appears at Leeds Magistrates on Monday."] * 3
+    other = [t.replace("arrested", "detained").replace("destroyed", "wrecked") for t in texts]
+    articles = [real_article("a", "https://one.co.uk/a", texts=texts[:8]),
+                real_article("b", "https://two.com/b", texts=other[:8])]
+    out, _ = built_rows(tmp_path, articles)
+    assert any("article b tells the same story as a" in m for m in validate(out, min_share=0.0)["messages"])

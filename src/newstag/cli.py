@@ -193,7 +193,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="side-by-side report of two or more runs or models")
     c.add_argument("models", nargs="+", metavar="RUN_OR_MODEL")
-    c.add_argument("--data", default="data/corpus/sentences.jsonl", help="labelled JSONL; its test split is used if it has one")
+    c.add_argument("--data", default="data/corpus/sentences.jsonl",
+                   help="labelled JSONL; its real-news test split is used when it has one, else its test split")
     c.add_argument("-o", "--output", default=".", help="directory for compare.html and compare.md")
     c.add_argument("--no-log", action="store_true", help="do not log the report as a comparison run")
     c.set_defaults(func=cmd_compare)

@@ -8,6 +8,7 @@ inside MLflow's pyfunc, iterate over a DataFrame's column names and silently ret
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import skops.io as sio
@@ -18,17 +19,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from train import classifier
-from train.config import BaselineModel, Config, ConfigError, ContextConfig
+from train.config import BaselineModel, Config
 from train.data import Splits
 
 
-def build(params: BaselineModel, seed: int, context: ContextConfig = ContextConfig()) -> Pipeline:
+def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipeline:
+    context = context or {"window": 0, "title": False}
     common = dict(sublinear_tf=params.sublinear_tf, min_df=params.min_df, max_features=params.max_features)
     columns = [
         ("word", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "text"),
         ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=params.char_ngrams, **common), "text"),
     ]
-    around = (["prev", "next"] if context.window else []) + (["title"] if context.title else [])
+    around = (["prev", "next"] if context["window"] else []) + (["title"] if context["title"] else [])
     columns += [(name, TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), name) for name in around]
     features = ColumnTransformer(columns, transformer_weights={name: params.context_weight for name in around} or None)
     model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
@@ -41,8 +43,11 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     context = cfg.context.for_model()
     inputs = classifier.with_context(splits.train, **context)
     if context["title"] and not inputs["title"].str.len().any():
-        raise ConfigError(f"context.title: no train sentence of {splits.path} has a title; set it to false")
-    pipeline = build(cfg.model, cfg.seed, cfg.context).fit(inputs, splits.train["label"],
+        # A title block with no titles has no vocabulary; the model is logged as title-blind instead.
+        warnings.warn(f"context.title: no train sentence of {splits.path} has a title; training without titles",
+                      stacklevel=1)
+        context["title"] = False
+    pipeline = build(cfg.model, cfg.seed, context).fit(inputs, splits.train["label"],
                                                            clf__sample_weight=splits.train["weight"].to_numpy())
     model_dir.mkdir(parents=True, exist_ok=True)
     sio.dump(pipeline, model_dir / "pipeline.skops")

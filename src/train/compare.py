@@ -20,7 +20,8 @@ import pandas as pd
 from train import metrics, plots
 from train.config import ConfigError
 from train.data import read_labelled
-from train.evaluate import proba_from_output
+from infer.tagger import model_labels
+from train.evaluate import model_inputs, proba_from_output
 
 
 @dataclass
@@ -48,11 +49,15 @@ def resolve(ref: str) -> tuple[str, str]:
     return models[0].model_uri, run.info.run_name or ref
 
 
-def _load_data(path: str, labels: tuple[str, ...]) -> tuple[pd.DataFrame, str]:
+def _load_data(path: str, labels: tuple[str, ...], origin: str = "real") -> tuple[pd.DataFrame, str]:
+    """The real-news test split when the file has one (what users tag), else its test split, else all of it."""
     frame = read_labelled(path, labels, require_article=False)
-    if "split" in frame.columns and (frame["split"] == "test").any():
-        return frame[frame["split"] == "test"].reset_index(drop=True), f"{path} (test split)"
-    return frame, path
+    if "split" not in frame.columns or not (frame["split"] == "test").any():
+        return frame, path
+    test = frame[frame["split"] == "test"]
+    if "origin" in test.columns and (test["origin"] == origin).any():
+        return test[test["origin"] == origin].reset_index(drop=True), f"{path} ({origin} test split)"
+    return test.reset_index(drop=True), f"{path} (test split)"
 
 
 def score(refs: list[str], data: str, bootstrap: int = 1000, seed: int = 13) -> tuple[list[Scored], pd.DataFrame, str]:
@@ -60,10 +65,9 @@ def score(refs: list[str], data: str, bootstrap: int = 1000, seed: int = 13) -> 
     for ref in refs:
         uri, name = resolve(ref)
         model = mlflow.pyfunc.load_model(uri)
-        labels, _ = proba_from_output(model.predict(pd.DataFrame({"text": ["."]})))
         if frame is None:
-            frame, described = _load_data(data, labels)
-        labels, proba = proba_from_output(model.predict(frame[["text"]]))
+            frame, described = _load_data(data, model_labels(model))
+        labels, proba = proba_from_output(model.predict(model_inputs(frame)))
         y = frame["label"].tolist()
         values = metrics.scores(y, proba, labels, "test")
         values.update(metrics.bootstrap_intervals(y, metrics.predicted(proba, labels), labels, "test", bootstrap, seed))

@@ -24,6 +24,7 @@ CODES = {"C": "claim", "Q": "attributed_quote", "U": "unverified", "O": "officia
 SHARES = {"train": 0.70, "dev": 0.15, "test": 0.15}
 MAX_CHARS = 1000
 NEAR = 0.8
+STOCK_WORDS = 8  # shorter near-duplicates across splits are stock lines, reported as warnings
 
 
 def _raw_articles(raw_dir: Path):
@@ -182,8 +183,10 @@ def validate(path: str | Path, min_share: float = 0.12, exclusions: str | Path |
     for i, j, jac in near_duplicates([r["text"] for _, r in rows]):
         (ni, ri), (nj, rj) = rows[i], rows[j]
         message = f"{path}:{nj}: near duplicate of line {ni} (Jaccard {jac})"
-        if ri["split"] != rj["split"]:
+        if ri["split"] != rj["split"] and len(rj["text"].split()) >= STOCK_WORDS:
             errors.append(message + f" across splits {ri['split']}/{rj['split']}")
+        elif ri["split"] != rj["split"]:  # "He gave no further details." recurs in real copy: not a leak
+            warnings.append(message + f" across splits {ri['split']}/{rj['split']} (a short stock line)")
         elif _norm(ri["text"]) != _norm(rj["text"]):
             warnings.append(message + f" within {ri['split']}")
     labels = Counter(r["label"] for _, r in rows)

@@ -14,6 +14,8 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 import numpy as np
 
 from train.provenance import load_exclusions, outlet_of, url_hash, url_key
@@ -158,7 +160,8 @@ def same_story(articles: list[tuple[str, str, str, list[str]]], threshold: float
     by_url: dict[str, str] = {}
     keys = []
     for aid, url, title, texts in articles:
-        key = url_key(url) if url else ""
+        # The page's identity keeps its query: `news.php?id=1` and `news.php?id=2` are two pages.
+        key = url_key(url) + (f"?{urlsplit(url).query}" if urlsplit(url).query else "") if url else ""
         if key and key in by_url:
             pairs.append((by_url[key], aid, f"same page {key}"))
         by_url.setdefault(key, aid)

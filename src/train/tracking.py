@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -65,8 +66,20 @@ def start_run(cfg: Config, config_path: Path, splits: Splits):
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(
                     part[columns], source=str(splits.path), name=f"{splits.path.stem}-{name}", targets="label")
-            mlflow.log_input(dataset, context=name)
+            _log_input(dataset, name)
         yield run
+
+
+def _log_input(dataset, context: str, tries: int = 5) -> None:
+    """Two runs that log the same dataset at once race on its unique row; the loser finds it on a retry."""
+    for attempt in range(tries):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except Exception as err:  # noqa: BLE001 - the store raises its own integrity error types
+            if "UNIQUE constraint" not in str(err) or attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @contextlib.contextmanager

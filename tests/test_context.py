@@ -73,10 +73,10 @@ def continuation_accuracy(model_dir, frame) -> float:
 
 
 def test_baseline_uses_context_that_a_lone_sentence_lacks(context_file, tmp_path):
-    cfg = config(context_file, "context.window=1")
+    cfg = config(context_file, "context.window=1", "context.title=false")  # the titles alone would give it away
     splits = load_splits(cfg)
     baseline.fit(cfg, splits, tmp_path / "ctx")
-    alone = config(context_file, "context.window=0")
+    alone = config(context_file, "context.window=0", "context.title=false")
     baseline.fit(alone, load_splits(alone), tmp_path / "alone")
     test = splits.test
     assert continuation_accuracy(tmp_path / "ctx", test) == 1.0
@@ -87,7 +87,7 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "title"} for r in context_rows()]
     path = tmp_path / "untitled.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = config(path, "context.window=1", "context.title=true")
+    cfg = config(path, "context.window=1", "context.title=true", "context.title_dropout=0")
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
     assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False}

@@ -80,8 +80,8 @@ class Tagger:
 
         Batches are cut only between articles, so each sentence is read with its whole article as context.
         """
-        parts = [self.model.predict(rows.iloc[a:b].reset_index(drop=True)) for a, b in _article_batches(
-            rows["article_id"].tolist() if "article_id" in rows.columns else list(range(len(rows))), self.batch_size)]
+        parts = [self.model.predict(rows.iloc[a:b].reset_index(drop=True))
+                 for a, b in _article_batches(rows["article_id"].tolist(), self.batch_size)]
         if not parts:  # a chunk with no sentences still needs every column, with its type
             return pd.DataFrame({"label": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
                                  **{f"prob_{label}": pd.Series(dtype="float64") for label in self.labels}})

@@ -42,6 +42,15 @@ def as_frame(inputs) -> pd.DataFrame:
     return inputs
 
 
+def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a logged model reads of labelled rows: the text and, where present, its place in its article."""
+    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in frame.columns]
+    inputs = frame[columns].copy()
+    if "article_id" in inputs.columns:
+        inputs["article_id"] = inputs["article_id"].map(lambda a: None if pd.isna(a) else str(a))
+    return inputs
+
+
 def _clean(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 

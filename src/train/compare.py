@@ -21,7 +21,8 @@ from train import metrics, plots
 from train.config import ConfigError
 from train.data import read_labelled
 from infer.tagger import model_labels
-from train.evaluate import model_inputs, proba_from_output
+from train.classifier import model_inputs
+from train.evaluate import proba_from_output
 
 
 @dataclass

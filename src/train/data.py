@@ -156,7 +156,7 @@ def _by_origin(frame: pd.DataFrame, split: pd.Series, cfg: Config, path: Path) -
     weights = origin.map(lambda o: float(cfg.data.train_sources.get(o, 0.0)))
     train = frame[(split == "train") & (weights > 0)].assign(weight=weights)
     if cfg.data.train_fraction < 1.0:
-        is_main = train.index.isin(frame.index[main])
+        is_main = main.loc[train.index]
         train = pd.concat([_subsample_articles(train[is_main], cfg.data.train_fraction, cfg.seed), train[~is_main]])
         train = train.sort_index()
     train = _drop_titles(train.reset_index(drop=True), cfg.context.title_dropout, cfg.seed)

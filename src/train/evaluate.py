@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from train import metrics, plots, tracking
+from train import classifier, metrics, plots, tracking
 
 
 @dataclass
@@ -70,14 +70,6 @@ def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -
     model = mlflow.pyfunc.load_model(model_uri)
     labels = model_labels(model)
     frame = read_labelled(path, labels, require_article=False)
-    _, proba = proba_from_output(model.predict(model_inputs(frame)))
+    _, proba = proba_from_output(model.predict(classifier.model_inputs(frame)))
     return report(frame, proba, labels, "eval", bootstrap, seed)
 
-
-def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """What a logged model reads of labelled rows: the text and, where present, its place in its article."""
-    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in frame.columns]
-    inputs = frame[columns].copy()
-    if "article_id" in inputs.columns:
-        inputs["article_id"] = inputs["article_id"].map(lambda a: None if pd.isna(a) else str(a))
-    return inputs

@@ -136,8 +136,7 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
 
     Only `text` is required; rows that share an `article_id` are read in their article's context.
     """
-    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in example_rows.columns]
-    example = example_rows[columns].reset_index(drop=True)
+    example = classifier.model_inputs(example_rows).reset_index(drop=True)
     meta = classifier.read_meta(model_dir)
     output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example))
     info = mlflow.pyfunc.log_model(
@@ -152,7 +151,7 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
         model_config={"runtime": meta["runtime"]} if "runtime" in meta else None,
         # Read by `newstag tag` without loading any training code: the default abstention threshold.
         metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score,
-                  "context": cfg.context.for_model()},
+                  "context": meta.get("context")},
     )
     version = str(info.registered_model_version) if cfg.tracking.registered_model else None
     if version and cfg.tracking.alias:

@@ -11,17 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 from train.config import LABELS
-
-SPEAKER_LABELS = ("attributed_quote", "official_response")
-
+from train.realnews import SPEAKER_LABELS, speaker_span
 
 def _rows(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _span(text: str, speaker: str | None) -> tuple[int, int] | None:
-    from train.realnews import speaker_span
-
     span = speaker_span(text, speaker)
     return tuple(span) if span else None
 

@@ -157,8 +157,7 @@ def validate(path: str | Path, min_share: float = 0.12, exclusions: str | Path |
             errors.append(f"{path}:{number}: " + "; ".join(problems))
         else:
             rows.append((number, row))
-    errors.extend(f"{path}:{m.removeprefix('line ')}" if m.startswith("line ") else m
-                  for m in realnews.corpus_problems(rows, load_exclusions(exclusions)))
+    errors.extend(realnews.corpus_problems(rows, load_exclusions(exclusions), path))
     split_of: dict[str, set] = defaultdict(set)
     for _, row in rows:
         split_of[row["article_id"]].add(row["split"])

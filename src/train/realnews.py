@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from train.config import LABELS
 from train.provenance import load_exclusions, outlet_of, url_hash, url_key
 
-LABELS = ("claim", "attributed_quote", "unverified", "official_response")
 SPEAKER_LABELS = {"attributed_quote", "official_response"}
 REQUIRED = ("article_id", "source_url", "outlet", "title", "topic", "region", "sentences")
 MIN_SENTENCES, MAX_SENTENCES = 8, 20
@@ -190,7 +190,7 @@ def same_story(articles: list[tuple[str, str, str, list[str]]], threshold: float
 ORIGINS = ("real", "synthetic")
 
 
-def corpus_problems(rows: list[tuple[int, dict]], excluded: set[str]) -> list[str]:
+def corpus_problems(rows: list[tuple[int, dict]], excluded: set[str], path: str | Path) -> list[str]:
     """Provenance checks on built sentence rows (line number, row): origin, source fields, the exclusion list,
     the speaker span, one story per article and outlet-disjoint splits."""
     problems = []
@@ -198,17 +198,17 @@ def corpus_problems(rows: list[tuple[int, dict]], excluded: set[str]) -> list[st
     for number, row in rows:
         origin = row.get("origin")
         if origin not in ORIGINS:
-            problems.append(f"line {number}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
+            problems.append(f"{path}:{number}: origin {origin!r} is not one of {', '.join(ORIGINS)}")
             continue
         if origin != "real":
             continue
         missing = [k for k in ("source_url", "outlet", "title") if not row.get(k)]
         if missing:
-            problems.append(f"line {number}: a real sentence needs {', '.join(missing)}")
+            problems.append(f"{path}:{number}: a real sentence needs {', '.join(missing)}")
             continue
         span, speaker = row.get("speaker_span"), row.get("speaker")
         if speaker and (not span or row["text"][span[0]:span[1]] != speaker):
-            problems.append(f"line {number}: speaker_span {span} does not mark {speaker!r} in the text")
+            problems.append(f"{path}:{number}: speaker_span {span} does not mark {speaker!r} in the text")
         a = articles.setdefault(row["article_id"], {"line": number, "urls": set(), "outlet": row["outlet"],
                                                     "split": set(), "title": row["title"], "texts": []})
         a["urls"].add(row["source_url"])
@@ -216,16 +216,16 @@ def corpus_problems(rows: list[tuple[int, dict]], excluded: set[str]) -> list[st
         a["texts"].append(row["text"])
     for aid, a in articles.items():
         if len(a["urls"]) > 1:
-            problems.append(f"line {a['line']}: article {aid} has several source_urls")
+            problems.append(f"{path}:{a['line']}: article {aid} has several source_urls")
         for url in a["urls"]:
             if url_hash(url) in excluded:
-                problems.append(f"line {a['line']}: article {aid} comes from a page on the evaluation exclusion list ({url})")
+                problems.append(f"{path}:{a['line']}: article {aid} comes from a page on the evaluation exclusion list ({url})")
     stories = [(aid, min(a["urls"]), a["title"], a["texts"]) for aid, a in articles.items()]
     for x, y, why in same_story(stories):
-        problems.append(f"line {articles[y]['line']}: article {y} tells the same story as {x} ({why})")
+        problems.append(f"{path}:{articles[y]['line']}: article {y} tells the same story as {x} ({why})")
     for x, y, why in same_story(stories, threshold=RELATED):
         if articles[x]["split"] != articles[y]["split"]:
-            problems.append(f"line {articles[y]['line']}: article {y} is related to {x} ({why}) but in another split")
+            problems.append(f"{path}:{articles[y]['line']}: article {y} is related to {x} ({why}) but in another split")
     splits_of: dict[str, set] = defaultdict(set)
     for a in articles.values():
         splits_of[outlet_group(a["outlet"])] |= a["split"]

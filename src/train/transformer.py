@@ -171,6 +171,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
             save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
+            train_sampling_strategy="group_by_length",  # less padding: context inputs vary 40-128 tokens
             dataloader_pin_memory=torch.cuda.is_available(),
         )
         callbacks = [CurveLogger(log_step)]

@@ -1,6 +1,8 @@
 """Shared fixtures: a real sqlite MLflow store in a temp dir, offline Hugging Face, and a tiny trained model.
 
-Expensive things (a trained and registered model) are built once per session.
+Expensive things (a trained and registered model) are built once per session.  Under `make test`
+(``NEWSTAG_REQUIRE_ALL=1``, what CI runs) a skipped test fails, so CI cannot go green without Java, Chromium or an
+extra; and a session that leaves a file in the checkout fails: tests write only under tmp.
 """
 
 from __future__ import annotations
@@ -19,6 +21,53 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.jsonl"
 BIN = Path(sys.executable).parent
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
+REQUIRE_ALL = os.environ.get("NEWSTAG_REQUIRE_ALL") == "1"
+_NOT_OURS = {".git", ".venv", "__pycache__", ".pytest_cache"}  # what git, pip and Python write themselves
+CHECKOUT = pytest.StashKey[dict]()
+
+
+def _required(report) -> None:
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped ({reason}), but `make test` runs every test (NEWSTAG_REQUIRE_ALL=1)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _required((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _required((yield).get_result())
+
+
+def _checkout() -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file in the checkout that tests could have written."""
+    files = {}
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if d not in _NOT_OURS and not d.endswith(".egg-info")]
+        for name in names:
+            stat = os.lstat(os.path.join(folder, name))
+            files[os.path.relpath(os.path.join(folder, name), ROOT)] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def pytest_sessionstart(session):
+    session.config.stash[CHECKOUT] = _checkout()
+
+
+def pytest_sessionfinish(session):
+    before = session.config.stash.get(CHECKOUT, None)
+    if before is None:  # this conftest was loaded after the session started
+        return
+    after = _checkout()
+    written = sorted(path for path in after.keys() | before.keys() if before.get(path) != after.get(path))
+    if written:
+        session.config.get_terminal_writer().line(
+            f"tests wrote into the checkout (they may write only under tmp): {', '.join(written[:20])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", autouse=True)

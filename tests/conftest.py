@@ -22,8 +22,7 @@ TINY = ROOT / "tests" / "data" / "tiny.jsonl"
 BIN = Path(sys.executable).parent
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
 REQUIRE_ALL = os.environ.get("NEWSTAG_REQUIRE_ALL") == "1"
-_NOT_OURS = {".git", ".venv", "__pycache__", ".pytest_cache"}  # what git, pip and Python write themselves
-CHECKOUT = pytest.StashKey[dict]()
+CHECKOUT, WRITTEN = pytest.StashKey[dict](), pytest.StashKey[list]()
 
 
 def _required(report) -> None:
@@ -44,30 +43,43 @@ def pytest_make_collect_report(collector):
 
 
 def _checkout() -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every file in the checkout that tests could have written."""
+    """(mtime, size) of the checkout's files; hidden ones (.git, .venv, editor swap files) and caches left out."""
     files = {}
     for folder, subfolders, names in os.walk(ROOT):
-        subfolders[:] = [d for d in subfolders if d not in _NOT_OURS and not d.endswith(".egg-info")]
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "__pycache__" and not d.endswith(".egg-info")]
         for name in names:
-            stat = os.lstat(os.path.join(folder, name))
-            files[os.path.relpath(os.path.join(folder, name), ROOT)] = (stat.st_mtime_ns, stat.st_size)
+            if not name.startswith("."):
+                path = os.path.join(folder, name)
+                stat = os.lstat(path)
+                files[os.path.relpath(path, ROOT)] = (stat.st_mtime_ns, stat.st_size)
     return files
 
 
 def pytest_sessionstart(session):
-    session.config.stash[CHECKOUT] = _checkout()
+    if REQUIRE_ALL:
+        session.config.stash[CHECKOUT] = _checkout()
 
 
 def pytest_sessionfinish(session):
+    """Fail a `make test` session that added files to the checkout or changed tracked ones (a log file the shell
+    opened before the session is neither)."""
     before = session.config.stash.get(CHECKOUT, None)
-    if before is None:  # this conftest was loaded after the session started
+    if before is None:
         return
     after = _checkout()
-    written = sorted(path for path in after.keys() | before.keys() if before.get(path) != after.get(path))
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    tracked = set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
+    written = sorted(path for path in after.keys() | before.keys()
+                     if path not in before or (path in tracked and before[path] != after.get(path)))
+    session.config.stash[WRITTEN] = written
     if written:
-        session.config.get_terminal_writer().line(
-            f"tests wrote into the checkout (they may write only under tmp): {', '.join(written[:20])}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if written := config.stash.get(WRITTEN, None):
+        terminalreporter.section("tests wrote into the checkout", red=True)
+        terminalreporter.line(f"only tmp is theirs to write; failing the session for: {', '.join(written[:20])}", red=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

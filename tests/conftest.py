@@ -1,6 +1,8 @@
 """Shared fixtures: a real sqlite MLflow store in a temp dir, offline Hugging Face, and a tiny trained model.
 
-Expensive things (a trained and registered model) are built once per session.
+Expensive things (a trained and registered model) are built once per session.  Under `make test`
+(``NEWSTAG_REQUIRE_ALL=1``, what CI runs) a skipped test fails, so CI cannot go green without Java, Chromium or an
+extra; and a session that leaves a file in the checkout fails: tests write only under tmp.
 """
 
 from __future__ import annotations
@@ -19,6 +21,65 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny.jsonl"
 BIN = Path(sys.executable).parent
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
+REQUIRE_ALL = os.environ.get("NEWSTAG_REQUIRE_ALL") == "1"
+CHECKOUT, WRITTEN = pytest.StashKey[dict](), pytest.StashKey[list]()
+
+
+def _required(report) -> None:
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped ({reason}), but `make test` runs every test (NEWSTAG_REQUIRE_ALL=1)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _required((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _required((yield).get_result())
+
+
+def _checkout() -> dict[str, tuple[int, int]]:
+    """(mtime, size) of the checkout's files; hidden ones (.git, .venv, editor swap files) and caches left out."""
+    files = {}
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "__pycache__" and not d.endswith(".egg-info")]
+        for name in names:
+            if not name.startswith("."):
+                path = os.path.join(folder, name)
+                stat = os.lstat(path)
+                files[os.path.relpath(path, ROOT)] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_ALL:
+        session.config.stash[CHECKOUT] = _checkout()
+
+
+def pytest_sessionfinish(session):
+    """Fail a `make test` session that added files to the checkout or changed tracked ones (a log file the shell
+    opened before the session is neither)."""
+    before = session.config.stash.get(CHECKOUT, None)
+    if before is None:
+        return
+    after = _checkout()
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    tracked = set(listed.stdout.splitlines()) if listed.returncode == 0 else set()
+    written = sorted(path for path in after.keys() | before.keys()
+                     if path not in before or (path in tracked and before[path] != after.get(path)))
+    session.config.stash[WRITTEN] = written
+    if written:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if written := config.stash.get(WRITTEN, None):
+        terminalreporter.section("tests wrote into the checkout", red=True)
+        terminalreporter.line(f"only tmp is theirs to write; failing the session for: {', '.join(written[:20])}", red=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,17 +4,19 @@ record that fails inside an executor, and resumes a failed Spark job from its co
 import json
 import os
 import shutil
+from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import last_json, run_cli
 
-pytest.importorskip("pyspark", reason="pyspark is not installed (pip install -e .[spark])")
 # Where spark-submit looks for Java: $JAVA_HOME/bin/java when JAVA_HOME is set, else `java` on PATH.
 JAVA = (Path(os.environ["JAVA_HOME"], "bin", "java").is_file() if os.environ.get("JAVA_HOME")
         else shutil.which("java") is not None)
-pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.skipif(not JAVA, reason="no Java (java on PATH or JAVA_HOME)")]
+pytestmark = [pytest.mark.spark, pytest.mark.slow,
+              pytest.mark.skipif(find_spec("pyspark") is None, reason="pyspark is not installed (pip install -e .[spark])"),
+              pytest.mark.skipif(not JAVA, reason="no Java (java on PATH or JAVA_HOME; make system-deps)")]
 
 MODEL = "models:/newstag-test@champion"
 SENTENCES = [

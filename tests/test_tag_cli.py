@@ -3,6 +3,7 @@
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 from conftest import last_json, run_cli
 
@@ -20,10 +21,26 @@ def write_jsonl(path, rows, opener=open):
             fh.write(json.dumps(row) + "\n")
 
 
+# Sentences the tiny model (32 training sentences) labels as a reader would, each close to one it was trained on;
+# the two plain claims of these articles it reads as official responses, so they are left out.
+LABELLED = {
+    "Police said two people died.": "attributed_quote",
+    "The council did not respond to a request for comment.": "official_response",
+    "The striker is reportedly close to a deal.": "unverified",
+    "“I am happy here,” he said.": "attributed_quote",
+    "He scored 23 goals.": "claim",
+}
+LABELS = ["claim", "attributed_quote", "unverified", "official_response"]
+
+
 def check_rows(rows: pd.DataFrame, source: dict):
+    """Offsets point at the text, the label is the most probable one, and the sentences of LABELLED have theirs."""
     for _, row in rows.iterrows():
         assert source[row["article_id"]][row["start"] : row["end"]] == row["text"]
-    assert set(rows["label"]) <= {"claim", "attributed_quote", "unverified", "official_response"}
+    probs = rows[[f"prob_{label}" for label in LABELS]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0) and np.array_equal(rows["score"].to_numpy(), probs.max(axis=1))
+    assert rows["label"].tolist() == [LABELS[i] for i in probs.argmax(axis=1)]
+    assert {t: label for t, label in zip(rows["text"], rows["label"]) if t in LABELLED} == LABELLED
 
 
 def test_tag_jsonl_gz_to_jsonl(tmp_path, trained):
@@ -55,7 +72,9 @@ def test_tag_csv_txt_folder_to_parquet(tmp_path, trained):
     assert last_json(proc.stdout)["articles_tagged"] == 4
     rows = pd.read_parquet(out)
     assert set(rows["article_id"]) == {"a1", "a2", "b.txt", "c.html"}
-    assert "var x" not in " ".join(rows["text"])
+    assert rows.loc[rows["article_id"] == "c.html", "text"].tolist() == ["The mayor said nothing.", "Schools reopened on Monday."]
+    articles = {a["id"]: a["text"] for a in ARTICLES[:2]} | {"b.txt": ARTICLES[2]["text"]}
+    check_rows(rows[rows["article_id"] != "c.html"], articles)
 
 
 def test_tag_batches_equal_one_at_a_time(tmp_path, trained):

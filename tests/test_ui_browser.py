@@ -1,5 +1,6 @@
 """What a user sees in the MLflow UI, in a real (headless) browser: the runs table, the run comparison and the
-registered model with its alias.  Screenshots go to test-artifacts/ui/ and, when the test passes, to docs/img/."""
+registered model with its alias.  Screenshots go to the test's tmp folder; with NEWSTAG_SCREENSHOTS=DIR a passing
+run also copies the README's two images there (`make screenshots` refreshes docs/img that way)."""
 
 from __future__ import annotations
 
@@ -18,17 +19,19 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT
+from conftest import BIN
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+try:
+    from playwright import sync_api
+except ImportError:
+    sync_api = None
 
 CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed (make browser)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[ui]')")
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed (make system-deps)"),
+              pytest.mark.skipif(sync_api is None, reason="playwright is not installed (pip install -e '.[ui]')")]
 
-SHOTS = ROOT / "test-artifacts" / "ui"
-DOCS_IMG = ROOT / "docs" / "img"
+PUBLISH = os.environ.get("NEWSTAG_SCREENSHOTS")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 HEALTH_TIMEOUT_S = 90
@@ -151,7 +154,7 @@ def _plot_metric(page, metric: str) -> None:
         warnings.warn(f"could not put {metric} on the parallel-coordinates plot: {err}", stacklevel=2)
 
 
-def _shot(page, name: str) -> Path:
+def _shot(page, path: Path) -> Path:
     """Screenshot of the whole page.  The UI scrolls inside <main>, so the viewport is first made as tall as
     that content (bounded), then set back."""
     close = page.locator('[data-component-id="mlflow.assistant.chat_panel.close"]')
@@ -166,14 +169,12 @@ def _shot(page, name: str) -> Path:
                                    "return !m || m.scrollHeight <= m.clientHeight + 2; }", timeout=5_000)
         except sync_api.TimeoutError:
             pass  # still taller than the cap: the screenshot shows the top part
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / name
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
     return path
 
 
-def test_runs_compare_and_registry_pages(request, mlflow_server, browser, trained):
+def test_runs_compare_and_registry_pages(request, mlflow_server, browser, trained, tmp_path):
     pytest.importorskip("torch")
     tiny_transformer = request.getfixturevalue("tiny_transformer")
     import mlflow
@@ -189,19 +190,18 @@ def test_runs_compare_and_registry_pages(request, mlflow_server, browser, traine
     assert (model, alias) == ("newstag-test", "champion")
     page = _new_page(browser, exp_id)
     try:
-        shots = _check_pages(page, mlflow_server, exp_id, runs, model, alias)
+        shots = _check_pages(page, mlflow_server, exp_id, runs, model, alias, tmp_path)
     except Exception:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "failure.png"), full_page=True)  # what the page showed when it failed
+        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)  # what the page showed when it failed
         raise
     for path in shots.values():
         assert path.stat().st_size > 10_000, f"{path} looks blank"
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shots["compare"], DOCS_IMG / "mlflow-compare.png")
-    shutil.copyfile(shots["runs"], DOCS_IMG / "mlflow-runs.png")
+    if PUBLISH:
+        shutil.copyfile(shots["compare"], Path(PUBLISH, "mlflow-compare.png"))
+        shutil.copyfile(shots["runs"], Path(PUBLISH, "mlflow-runs.png"))
 
 
-def _check_pages(page, url: str, exp_id: str, runs, model: str, alias: str) -> dict[str, Path]:
+def _check_pages(page, url: str, exp_id: str, runs, model: str, alias: str, folder: Path) -> dict[str, Path]:
     names = [r.info.run_name for r in runs]
     shots = {}
 
@@ -210,7 +210,7 @@ def _check_pages(page, url: str, exp_id: str, runs, model: str, alias: str) -> d
     for name in names:
         _see(page, name)
     _see(page, "dev/macro_f1")
-    shots["runs"] = _shot(page, "runs.png")
+    shots["runs"] = _shot(page, folder / "runs.png")
 
     # 2. The comparison of the two runs: both names, and the shared metric with each run's value on one row of the
     #    metrics table (a virtualised grid: names and values are separate grids whose rows share offsets).
@@ -224,11 +224,11 @@ def _check_pages(page, url: str, exp_id: str, runs, model: str, alias: str) -> d
     shown = metric.evaluate(ROW_VALUES_JS)
     assert shown == [_ui_number(r.data.metrics["dev/macro_f1"]) for r in runs], shown
     _plot_metric(page, "dev/macro_f1")
-    shots["compare"] = _shot(page, "compare.png")
+    shots["compare"] = _shot(page, folder / "compare.png")
 
     # 3. The registered model page shows the alias on its version ("@ champion").
     page.goto(f"{url}/#/models/{model}")
     _see(page, model)
     _see(page, re.compile(rf"^@\s*{re.escape(alias)}$"))
-    shots["model"] = _shot(page, "model.png")
+    shots["model"] = _shot(page, folder / "model.png")
     return shots

@@ -15,23 +15,10 @@ from pathlib import Path
 from typing import Iterator
 
 from infer.durable import atomic_write, crash_point, injected_failure
+from infer.errors import JobError, JobFailed
 from infer.io import Record, brief, error_row
-from infer.rows import Rendered, concat_parts, empty_rows, render
 from infer.tagger import Article, Tagger
-
-
-class JobError(Exception):
-    """A user error that stops the job before it starts (bad output path, resume mismatch)."""
-
-
-class JobFailed(Exception):
-    """The job stopped for a reason that is not the user's (a Spark executor died): exit 1, parts kept for --resume."""
-
-
-def write_jsonl(rows, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+from infer.writers import Rendered, concat_parts, render, write_jsonl
 
 
 def chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
@@ -80,7 +67,7 @@ def tag_chunk(tagger: Tagger, chunk: list[Record], fmt: str) -> tuple[bytes, lis
     rendered, failed = _isolate(tagger, good, fmt) if good else ([], {})
     if good and len(failed) == len(good):
         _check_tagger(tagger, fmt, set(failed.values()))
-    data = concat_parts(rendered, fmt) if rendered else render(empty_rows(tagger), fmt).data
+    data = concat_parts(rendered, fmt) if rendered else render(tagger.schema.empty_table(), fmt).data
     errors = [error_row(r if r.error else Record(r.source, r.line, r.id, error=failed[i]))
               for i, r in enumerate(chunk) if r.error or i in failed]
     labels = Counter()

@@ -19,16 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import newstag
-from infer.chunks import JobError, JobFailed, Parts, chunks, tag_chunk, write_jsonl
+from infer.chunks import Parts, chunks, tag_chunk
 from infer.durable import atomic_write, crash_point, differences, fingerprint
+from infer.errors import JobError, JobFailed
 from infer.io import MAX_CHARS, Record, SeenIds, read_records
-from infer.rows import empty_rows, render
 from infer.tagger import Tagger
+from infer.writers import FORMATS, concat, merge
 
-__all__ = ["EXIT_OK", "EXIT_SKIPPED", "Job", "JobError", "JobFailed", "Summary", "output_format", "write_jsonl"]
+__all__ = ["EXIT_OK", "EXIT_SKIPPED", "Job", "JobError", "JobFailed", "Summary", "output_format"]
 
 EXIT_OK, EXIT_SKIPPED = 0, 3  # see the CLI docstring for the full table
-FORMATS = ("jsonl", "parquet")
 
 
 @dataclass
@@ -133,26 +133,10 @@ class Job:
         return []
 
     def _merge(self, count: int) -> None:
-        def rows(tmp: Path) -> None:
-            if self.fmt == "parquet":
-                import pyarrow.parquet as pq
-
-                writer = None
-                for i in range(count):
-                    table = pq.read_table(self.parts.path(i, "parquet"))
-                    writer = writer or pq.ParquetWriter(tmp, table.schema)
-                    if table.num_rows:
-                        writer.write_table(table)
-                if writer is None:  # no chunks at all: still leave a valid, empty file
-                    tmp.write_bytes(render(empty_rows(self.tagger), "parquet").data)
-                else:
-                    writer.close()
-            else:
-                _concat([self.parts.path(i, "jsonl") for i in range(count)], tmp)
-
-        atomic_write(self.output, rows)
+        rows = [self.parts.path(i, self.fmt) for i in range(count)]
+        atomic_write(self.output, lambda tmp: merge(rows, tmp, self.fmt, self.tagger.schema))
         crash_point("merge")
-        atomic_write(self.errors_path, lambda tmp: _concat([self.parts.path(i, "errors.jsonl") for i in range(count)], tmp))
+        atomic_write(self.errors_path, lambda tmp: concat([self.parts.path(i, "errors.jsonl") for i in range(count)], tmp))
 
     def run(self) -> Summary:
         self._prepare()
@@ -197,13 +181,6 @@ class Job:
         if bar is not None:
             bar.close()
         return summary
-
-
-def _concat(parts: list[Path], target: Path) -> None:
-    with open(target, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                shutil.copyfileobj(fh, out)
 
 
 def _progress_bar(enabled: bool):

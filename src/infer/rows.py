@@ -1,63 +1,44 @@
-"""Output rows rendered to file bytes in memory, so a row no writer can encode fails before anything is written.
+"""The output row of ``newstag tag``, declared once (names, types, order) and built in one place.
 
-A chunk is rendered whole; if that fails, :func:`infer.job.tag_chunk` bisects, and the rendered pieces are joined
-by :func:`concat_parts` into the same bytes one piece would have given.
+One row a sentence: where it is in its article, what the model said and which model said it.  The middle part is
+the pyfunc's own output (``label``, ``score``, one ``prob_<label>`` per label in the model's label order); the
+pyfunc file cannot import this module (MLflow copies it alone into each model), so a test holds its columns to
+:func:`prediction_fields`.  Both engines and both writers take the schema from here, so a new field is one edit.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from dataclasses import dataclass
-
 import pandas as pd
+import pyarrow as pa
+
+PROB = "prob_"
+SENTENCE = pa.schema([("article_id", pa.string()), ("sentence_index", pa.int64()), ("start", pa.int64()),
+                      ("end", pa.int64()), ("text", pa.string())])
+MODEL = pa.schema([("model_uri", pa.string()), ("model_version", pa.string())])
 
 
-@dataclass(frozen=True)
-class Rendered:
-    payload: object  # bytes (JSONL) or a pyarrow Table (Parquet)
-    data: bytes
-    sentences: int
-    labels: dict[str, int]
+def prediction_fields(labels: tuple[str, ...]) -> list[pa.Field]:
+    """The model's part of a row: what the pyfunc returns for each input row."""
+    return [pa.field("label", pa.string()), pa.field("score", pa.float64()),
+            *(pa.field(PROB + label, pa.float64()) for label in labels)]
 
 
-def _plain(value):
-    """numpy scalars and pandas NA in rows become JSON numbers and null."""
-    return None if pd.isna(value) else value.item()
+def schema(labels: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([*SENTENCE, *prediction_fields(labels), *MODEL])
 
 
-def render(frame: pd.DataFrame, fmt: str) -> Rendered:
-    """Strict: a lone surrogate, NaN or anything else JSON or Arrow cannot hold raises here."""
-    labels = {k: int(v) for k, v in Counter(frame["label"]).items()}
-    if fmt == "jsonl":
-        data = "".join(json.dumps(row, ensure_ascii=False, allow_nan=False, default=_plain) + "\n"
-                       for row in frame.to_dict("records")).encode("utf-8")
-        return Rendered(data, data, len(frame), labels)
-    import pyarrow as pa
+def build(row_schema: pa.Schema, sentences: list[tuple], predictions: pd.DataFrame, model_uri: str,
+          model_version: str | None) -> pa.Table:
+    """Rows from ``(article_id, sentence_index, start, end, text)`` tuples and the model's outputs for them.
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    return Rendered(table, _parquet_bytes(table), len(frame), labels)
-
-
-def _parquet_bytes(table) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
-
-
-def concat_parts(parts: list[Rendered], fmt: str) -> bytes:
-    if len(parts) == 1:
-        return parts[0].data
-    if fmt == "jsonl":
-        return b"".join(p.payload for p in parts)
-    import pyarrow as pa
-
-    return _parquet_bytes(pa.concat_tables([p.payload for p in parts]))
-
-
-def empty_rows(tagger) -> pd.DataFrame:
-    """No sentences, every column typed: a chunk of only bad records still has the output's schema."""
-    return tagger.tag([])
+    Strictly typed: a missing or mistyped model column raises here, so the job sees a broken model, not a file
+    whose schema differs from chunk to chunk.  NaN scores stay NaN (not null), for the writer to refuse.
+    """
+    n = len(sentences)
+    if not n:
+        return row_schema.empty_table()
+    given = dict(zip(SENTENCE.names, zip(*sentences))) | {"model_uri": [model_uri] * n,
+                                                         "model_version": [model_version] * n}
+    arrays = [pa.array(given[f.name] if f.name in given else predictions[f.name].to_numpy(), type=f.type)
+              for f in row_schema]
+    return pa.Table.from_arrays(arrays, schema=row_schema)

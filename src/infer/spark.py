@@ -22,9 +22,10 @@ import time
 import warnings
 from pathlib import Path
 
+from infer.chunks import Parts, tag_chunk
 from infer.durable import atomic_write
+from infer.errors import JobError, JobFailed
 from infer.io import Record, error_row
-from infer.chunks import JobError, JobFailed, Parts, tag_chunk
 from infer.job import Job
 from infer.tagger import Tagger
 

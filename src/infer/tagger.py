@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 
+from infer import rows
+from infer.errors import JobError
 from infer.segment import model_text, segment
 
 NEEDS_REVIEW = "needs_review"
@@ -30,11 +33,11 @@ def model_version(uri: str) -> str | None:
 
 
 def model_labels(model) -> tuple[str, ...]:
-    """The label order a logged model declares in its metadata (models logged before it did: one probe call)."""
+    """The label order a logged model declares in its metadata (``prob_<label>`` columns come in this order)."""
     labels = (model.metadata.metadata or {}).get("labels")
     if not labels:
-        probe = model.predict(pd.DataFrame({"text": ["."]}))
-        labels = [c[len("prob_"):] for c in probe.columns if c.startswith("prob_")]
+        raise JobError("the model declares no labels in its metadata: it was not logged by `newstag train`, "
+                       "or by a version older than this one; retrain it")
     return tuple(labels)
 
 
@@ -63,6 +66,7 @@ class Tagger:
         self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None)
         self.version = model_version(model_uri)
         self.labels = model_labels(self.model)
+        self.schema = rows.schema(self.labels)
         self.segmenter = segmenter
         # An explicit threshold wins; else the one the model was trained with (config eval.min_score), if any.
         logged = (self.model.metadata.metadata or {}).get("min_score")
@@ -70,46 +74,30 @@ class Tagger:
         self.batch_size = batch_size
         self.seconds = {"segment": 0.0, "model": 0.0}  # where tagging time goes, for summaries and benchmarks
 
-    @property
-    def columns(self) -> list[str]:
-        return ["article_id", "sentence_index", "start", "end", "text", "label", "score",
-                *(f"prob_{label}" for label in self.labels), "model_uri", "model_version"]
-
-    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        """Model outputs for `rows` (text, article_id, sentence_index, title), in order.
+    def predict(self, inputs: pd.DataFrame) -> pd.DataFrame:
+        """Model outputs for `inputs` (text, article_id, sentence_index, title; at least one row), in order.
 
         Batches are cut only between articles, so each sentence is read with its whole article as context.
         """
-        parts = [self.model.predict(rows.iloc[a:b].reset_index(drop=True))
-                 for a, b in _article_batches(rows["article_id"].tolist(), self.batch_size)]
-        if not parts:  # a chunk with no sentences still needs every column, with its type
-            return pd.DataFrame({"label": pd.Series(dtype="str"), "score": pd.Series(dtype="float64"),
-                                 **{f"prob_{label}": pd.Series(dtype="float64") for label in self.labels}})
+        parts = [self.model.predict(inputs.iloc[a:b].reset_index(drop=True))
+                 for a, b in _article_batches(inputs["article_id"].tolist(), self.batch_size)]
         out = pd.concat(parts, ignore_index=True)
         if self.min_score is not None:
             out.loc[out["score"] < self.min_score, "label"] = NEEDS_REVIEW
         return out
 
-    def tag(self, articles: list[Article]) -> pd.DataFrame:
-        """One row per sentence of every article, in article then sentence order."""
+    def tag(self, articles: list[Article]) -> pa.Table:
+        """One row per sentence of every article, in article then sentence order, typed by :mod:`infer.rows`."""
         start = time.perf_counter()
-        rows = []
-        for article in articles:
-            for index, span in enumerate(segment(article.text, article.title, self.segmenter)):
-                rows.append((article.id, index, span.start, span.end, span.text))
-        frame = pd.DataFrame(rows, columns=["article_id", "sentence_index", "start", "end", "text"])
-        titles = {a.id: a.title or "" for a in articles}
-        inputs = pd.DataFrame({"text": [model_text(t) for t in frame["text"]],
-                               "article_id": frame["article_id"].astype(str), "sentence_index": frame["sentence_index"],
-                               "title": [titles[a] for a in frame["article_id"]]})
+        sentences = [(article.id, index, span.start, span.end, span.text) for article in articles
+                     for index, span in enumerate(segment(article.text, article.title, self.segmenter))]
         middle = time.perf_counter()
-        predictions = self.predict(inputs)
         self.seconds["segment"] += middle - start
+        if not sentences:
+            return self.schema.empty_table()
+        titles = {a.id: a.title or "" for a in articles}
+        predictions = self.predict(pd.DataFrame({
+            "text": [model_text(s[4]) for s in sentences], "article_id": [s[0] for s in sentences],
+            "sentence_index": [s[1] for s in sentences], "title": [titles[s[0]] for s in sentences]}))
         self.seconds["model"] += time.perf_counter() - middle
-        frame = pd.concat([frame, predictions.reset_index(drop=True)], axis=1)
-        frame["model_uri"] = self.model_uri
-        frame["model_version"] = self.version
-        # Fixed types, so every chunk (even an empty one) has the same Parquet schema.
-        types = {"article_id": "str", "sentence_index": "int64", "start": "int64", "end": "int64", "text": "str",
-                 "label": "str", "score": "float64", "model_uri": "str", "model_version": "string"}
-        return frame[self.columns].astype(types | {f"prob_{label}": "float64" for label in self.labels})
+        return rows.build(self.schema, sentences, predictions, self.model_uri, self.version)

@@ -126,6 +126,15 @@ def _positive(value: str) -> int:
     return number
 
 
+def _runtime(value: str) -> str:
+    """Checked against the registry of model kinds only when given, so `--help` need not import the models."""
+    from train.kinds import runtimes
+
+    if value not in runtimes():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a runtime; choose from {', '.join(runtimes())}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="newstag", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -154,7 +163,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted job; refused (exit 2) if its inputs or options changed")
     g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
-    g.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), help="transformer runtime (default: the model's)")
+    g.add_argument("--runtime", type=_runtime, help="inference runtime, e.g. onnx (default: the model's)")
     g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))
     g.add_argument("--batch-size", type=_positive, default=512, help="sentences per model call")
     g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
@@ -209,16 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
     from infer.job import JobFailed
-    from newstag.errors import USER_ERRORS, describe
+    from newstag.errors import describe, is_user_error
 
     try:
         return args.func(args)
-    except USER_ERRORS as err:
-        print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
-        return EXIT_USAGE
     except JobFailed as err:
         print(f"newstag {args.command}: failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"newstag {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_user_error(err):
+            raise  # an internal failure: Python prints the traceback and exits 1
+        print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
+        return EXIT_USAGE

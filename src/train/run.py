@@ -1,7 +1,7 @@
 """The training stages in order: load config and data → fit → evaluate on dev and test → log and register.
 
-The trainer is picked from a plain table; both trainers return a classifier with the same interface, and
-everything after fitting is shared.
+The trainer is picked from the registry of model kinds (``train.kinds``); every trainer returns a classifier with
+the same interface, and everything after fitting is shared.
 """
 
 from __future__ import annotations
@@ -11,18 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from train import baseline, evaluate, tracking
+from train import evaluate, kinds, tracking
 from train.config import Config, load_config
 from train.data import load_splits
-
-
-def _transformer_fit(*args, **kwargs):
-    from train import transformer  # torch is imported only when a transformer is trained
-
-    return transformer.fit(*args, **kwargs)
-
-
-TRAINERS = {"baseline": baseline.fit, "transformer": _transformer_fit}
 
 
 def seed_everything(seed: int) -> None:
@@ -41,7 +32,7 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     seed_everything(cfg.seed)
     with tracking.start_run(cfg, Path(config_path), splits) as run, tracking.scratch_dir() as scratch:
         model_dir = Path(scratch) / "model"
-        clf = TRAINERS[cfg.model.kind](cfg, splits, model_dir, tracking.log_metrics)
+        clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
         # The model is logged before anything else can fail: a broken plot never costs a trained model.
         model_uri, version = None, None
         if cfg.tracking.log_model:

@@ -3,7 +3,9 @@ import json
 import pytest
 from conftest import ROOT
 
-from train.corpus import build, near_duplicates, validate
+from train.corpus import build
+from train.dedup import near_duplicates
+from train.validate import validate
 
 SHIPPED = ROOT / "data" / "corpus" / "sentences.jsonl"
 

@@ -30,20 +30,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from train.evaluate import evaluate_uri, log_report
+    from train.evaluate import evaluate_uri, log_evaluation
 
     rep = evaluate_uri(args.model, args.data, bootstrap=args.bootstrap)
     short = {k.split("/", 1)[1]: v for k, v in rep.metrics.items()}
     result = {"model": args.model, "data": args.data, "n": int(short["n"]), "macro_f1": short["macro_f1"],
               "accuracy": short["accuracy"], **{k: v for k, v in short.items() if k.startswith(("f1_", "macro_f1_"))}}
     if args.log:
-        import mlflow
-
-        mlflow.set_experiment(args.experiment)
-        with mlflow.start_run(run_name=f"evaluate {os.path.basename(args.data)}", tags={"model_uri": args.model}) as run:
-            mlflow.log_params({"model_uri": args.model, "data": args.data})
-            log_report(rep)
-            result["run_id"] = run.info.run_id
+        result["run_id"] = log_evaluation(rep, args.model, args.data, args.experiment)
     if args.json:
         _emit(result)
     else:
@@ -87,22 +81,26 @@ def cmd_promote(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from train import corpus
-
     if args.action == "build":
-        _emit(corpus.build(args.raw, args.out, seed=args.seed, real=args.real))
+        from train.corpus import build
+
+        _emit(build(args.raw, args.out, seed=args.seed, real=args.real))
         return 0
     if args.action == "card":
         from train.card import card
+        from train.learning_curve import FRACTIONS, train_fractions
 
-        print(card(args.path, args.config, args.learning_curve))
+        runs = train_fractions(args.config, args.path, FRACTIONS if args.learning_curve else (1.0,))
+        print(card(args.path, args.config, runs))
         return 0
     if args.action == "agreement":
         from train.agreement import agreement
 
         _emit(agreement(args.corpus, args.second, args.adjudication))
         return 0
-    report = corpus.validate(args.path, exclusions=args.exclusions)
+    from train.validate import validate
+
+    report = validate(args.path, exclusions=args.exclusions)
     for line in report["messages"]:
         print(line, file=sys.stderr)
     _emit({k: v for k, v in report.items() if k != "messages"})
@@ -112,7 +110,7 @@ def cmd_data(args) -> int:
 def cmd_compare(args) -> int:
     from train.compare import compare
 
-    _emit(compare(args.models, args.data, args.output, log=not args.no_log))
+    _emit(compare(args.models, args.data, args.output, log=not args.no_log, ui=args.ui_url))
     return 0
 
 
@@ -193,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     cc = dsub.add_parser("card", help="print the data card's numbers (trains the baseline; logs to newstag-datacard)")
     cc.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
     cc.add_argument("-c", "--config", default="configs/baseline.yaml", help="model config for the learning curve")
-    cc.add_argument("--learning-curve", action="store_true", help="also train on 25 %% and 50 %% of train")
+    cc.add_argument("--learning-curve", action="store_true", help="also train on 25, 50 and 75 %% of the real train articles")
     k = dsub.add_parser("agreement", help="Cohen's kappa of the double-annotated subset")
     k.add_argument("--corpus", default="data/corpus/sentences.jsonl")
     k.add_argument("--second", default="data/corpus/double/second.jsonl")
@@ -206,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
                    help="labelled JSONL; its real-news test split is used when it has one, else its test split")
     c.add_argument("-o", "--output", default=".", help="directory for compare.html and compare.md")
     c.add_argument("--no-log", action="store_true", help="do not log the report as a comparison run")
+    c.add_argument("--ui-url", default=os.environ.get("NEWSTAG_MLFLOW_UI"), metavar="URL",
+                   help="MLflow UI the report links runs to (default: $NEWSTAG_MLFLOW_UI, else the tracking server "
+                        "if it is one, else http://127.0.0.1:5000)")
     c.set_defaults(func=cmd_compare)
     return p
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import mlflow
 import numpy as np
 import pandas as pd
 
@@ -59,7 +60,7 @@ def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -
     from infer.tagger import model_labels
     from train.data import read_labelled
 
-    model = tracking.load_model(model_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
     labels = model_labels(model)
     return score_model(model, read_labelled(path, labels, require_article=False), Evaluator(labels, bootstrap, seed),
                        "eval")
@@ -67,8 +68,6 @@ def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -
 
 def log_evaluation(rep: Report, model_uri: str, data: str, experiment: str) -> str:
     """`newstag evaluate --log`: the report as a run of its own; returns the run id."""
-    import mlflow
-
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"evaluate {os.path.basename(data)}", tags={"model_uri": model_uri}) as run:
         mlflow.log_params({"model_uri": model_uri, "data": data})

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-PRIMARY = "dev/macro_f1"  # early stopping, best checkpoint and `promote --best-by` all rank by it
+PRIMARY = "dev/macro_f1"  # early stopping and the best checkpoint rank by it; so should `promote --best-by`
+PRIMARY_SPLIT, PRIMARY_NAME = PRIMARY.split("/", 1)  # the HF Trainer adds its own prefix (eval_macro_f1)
 ECE_BINS = 15
 
 
@@ -113,8 +114,7 @@ class Evaluator:
 
     def primary(self, y_true: list[str], proba: np.ndarray) -> dict[str, float]:
         """The PRIMARY metric under its bare name (``macro_f1``): what the HF Trainer selects checkpoints by."""
-        split, name = PRIMARY.split("/", 1)
-        return {name: self.scores(y_true, proba, split, intervals=False)[PRIMARY]}
+        return {PRIMARY_NAME: self.scores(y_true, proba, PRIMARY_SPLIT, intervals=False)[PRIMARY]}
 
 
 def confusion(y_true: list[str], y_pred: list[str], labels: tuple[str, ...]) -> np.ndarray:

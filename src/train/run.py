@@ -14,6 +14,7 @@ import numpy as np
 from train import evaluate, kinds, tracking
 from train.config import Config, load_config
 from train.data import load_splits
+from train.metrics import Evaluator
 
 
 def seed_everything(seed: int) -> None:
@@ -37,10 +38,10 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         model_uri, version = None, None
         if cfg.tracking.log_model:
             model_uri, version = tracking.log_model(model_dir, cfg, splits.dev.head(3))
-        results: dict[str, float] = {}
+        evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
         for name, part in splits.evaluations():
-            rep = evaluate.report(part, clf.predict_proba(part), cfg.labels, name,
-                                  cfg.eval.bootstrap if name.endswith("test") else 0, cfg.seed)
+            # Intervals on test only: dev picks models, test reports them.
+            rep = evaluator.report(part, clf.predict_proba(part), name, intervals=name.endswith("test"))
             evaluate.log_report(rep)
             results.update(rep.metrics)
     return {

@@ -110,7 +110,7 @@ def cmd_data(args) -> int:
 def cmd_compare(args) -> int:
     from train.compare import compare
 
-    _emit(compare(args.models, args.data, args.output, log=not args.no_log, ui=args.ui_url))
+    _emit(compare(args.models, args.data, args.output, log=not args.no_log, bootstrap=args.bootstrap, ui=args.ui_url))
     return 0
 
 
@@ -133,6 +133,10 @@ def _runtime(value: str) -> str:
     return value
 
 
+def _bootstrap_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals (0: none)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="newstag", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -148,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="model URI (models:/newstag@champion, runs:/ID/model, ...)")
     e.add_argument("--data", required=True, help="JSONL with `text` and `label` per line")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    e.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals (0: none)")
+    _bootstrap_option(e)
     e.add_argument("--log", action="store_true", help="also log the evaluation as an MLflow run")
     e.add_argument("--experiment", default="newstag-eval", help="experiment for --log")
     e.set_defaults(func=cmd_evaluate)
@@ -204,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
                    help="labelled JSONL; its real-news test split is used when it has one, else its test split")
     c.add_argument("-o", "--output", default=".", help="directory for compare.html and compare.md")
     c.add_argument("--no-log", action="store_true", help="do not log the report as a comparison run")
+    _bootstrap_option(c)
     c.add_argument("--ui-url", default=os.environ.get("NEWSTAG_MLFLOW_UI"), metavar="URL",
                    help="MLflow UI the report links runs to (default: $NEWSTAG_MLFLOW_UI, else the tracking server "
                         "if it is one, else http://127.0.0.1:5000)")

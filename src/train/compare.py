@@ -91,13 +91,10 @@ def _source_run(client: mlflow.MlflowClient, ref: str) -> tuple[str, str | None]
 def resolve(ref: str) -> Named:
     """A run id or any model URI, named by its run (id, name, experiment) and registered versions."""
     client = mlflow.MlflowClient()
-    try:
-        uri, run_id = _source_run(client, ref)
-        if not run_id:
-            return Named(uri)
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException as err:
-        raise ConfigError(f"{ref!r} names no model or run in {mlflow.get_tracking_uri()} ({err.message})") from None
+    uri, run_id = _source_run(client, ref)  # a ref that names nothing raises MLflow's "not found": a user error
+    if not run_id:
+        return Named(uri)
+    run = client.get_run(run_id)
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     return Named(uri, run_id, run.info.run_name, run.info.experiment_id,
                  tuple(f"{v.name} v{v.version}" for v in sorted(versions, key=lambda v: (v.name, int(v.version)))))
@@ -179,16 +176,14 @@ def _html(title: str, sections: list[tuple[str, str]]) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
 
 
-def _model_line(s: Scored, ui: str, markdown: bool) -> str:
-    """`name`: run id, registered versions, a link to the run in the MLflow UI and the model URI."""
-    m, link = s.model, s.model.link(ui)
-    esc = (lambda t: t) if markdown else html.escape
-    parts = [f"run {esc(m.run_id)}"] if m.run_id else []
-    parts += [f"registered as {esc(', '.join(m.versions))}"] if m.versions else []
-    if link:
-        parts.append(f"[run in MLflow]({link})" if markdown else f"<a href='{esc(link)}'>run in MLflow</a>")
-    parts.append(f"model `{m.uri}`" if markdown else f"model <code>{esc(m.uri)}</code>")
-    return f"**{m.name}**: " + ", ".join(parts) if markdown else f"<b>{esc(m.name)}</b>: " + ", ".join(parts)
+def _model_lines(m: Named, ui: str) -> tuple[str, str]:
+    """The model in Markdown and in HTML: its run, registered versions, a link to the run and the model URI."""
+    facts = ([f"run {m.run_id}"] if m.run_id else []) + ([f"registered as {', '.join(m.versions)}"] if m.versions else [])
+    link = m.link(ui)
+    md = facts + ([f"[run in MLflow]({link})"] if link else []) + [f"model `{m.uri}`"]
+    page = ([html.escape(f) for f in facts] + ([f"<a href='{html.escape(link)}'>run in MLflow</a>"] if link else [])
+            + [f"model <code>{html.escape(m.uri)}</code>"])
+    return f"**{m.name}**: " + ", ".join(md), f"<b>{html.escape(m.name)}</b>: " + ", ".join(page)
 
 
 def compare(refs: list[str], data: str, output: str = ".", log: bool = True, bootstrap: int = 1000,
@@ -203,14 +198,14 @@ def compare(refs: list[str], data: str, output: str = ".", log: bool = True, boo
     png = _confusions_png(scored, frame)
     (out / "compare_confusion.png").write_bytes(png)
     summary = (f"# Model comparison\n\nData: {described}, {len(frame)} sentences. 95 % bootstrap intervals in brackets; "
-               f"Δ is against {scored[0].name}.\n\n" + "\n".join(f"- {_model_line(s, ui, True)}" for s in scored)
+               f"Δ is against {scored[0].name}.\n\n" + "\n".join(f"- {_model_lines(s.model, ui)[0]}" for s in scored)
                + "\n\n" + _markdown(table) + f"\n\n{len(diff)} sentences labelled differently by {scored[0].name} "
                f"and {scored[1].name} (right: {diff['right'].value_counts().to_dict() if len(diff) else {}}).\n\n"
                "![confusion matrices](compare_confusion.png)\n")
     (out / "compare.md").write_text(summary, encoding="utf-8")
     image = f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-width:100%'>"
     page = _html("newstag model comparison", [
-        ("Models", "<ul>" + "".join(f"<li>{_model_line(s, ui, False)}</li>" for s in scored)
+        ("Models", "<ul>" + "".join(f"<li>{_model_lines(s.model, ui)[1]}</li>" for s in scored)
          + f"</ul><p>Data: {html.escape(described)}, {len(frame)} sentences.</p>"),
         ("Metrics (95 % bootstrap intervals)", table.to_html(index=False, escape=True)),
         ("Confusion matrices", image),

@@ -8,9 +8,10 @@ import pytest
 from conftest import TINY, run_cli
 
 
-def user_error(proc, *words):
+def user_error(proc, *words, lines=1):
     assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == lines, proc.stderr
+    assert proc.stderr.startswith(f"newstag {proc.args[1]}: error: "), proc.stderr
     assert all(w in proc.stderr for w in words), proc.stderr
 
 
@@ -26,14 +27,16 @@ def test_unknown_model_uri_or_alias_is_a_user_error(trained, model, words):
 def test_missing_or_malformed_data_is_a_user_error(trained, tmp_path):
     user_error(run_cli("evaluate", "--model", "models:/newstag-test@champion", "--data", tmp_path / "nope.jsonl"),
                "nope.jsonl: no such file")
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"text": "Fine.", "label": "claim"}) + "\n" + json.dumps({"text": 7, "label": "claim"}) + "\n")
-    user_error(run_cli("evaluate", "--model", "models:/newstag-test@champion", "--data", bad),
-               "bad.jsonl:2: `text` must be a string")
+    for line, why in [('{"text": "B.", "label": ', "bad.jsonl:2: not valid JSON"),
+                      (json.dumps({"text": 7, "label": "claim"}), "bad.jsonl:2: `text` is missing or empty")]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps({"text": "Fine.", "label": "claim"}) + "\n" + line + "\n")
+        user_error(run_cli("evaluate", "--model", "models:/newstag-test@champion", "--data", bad), why)
 
 
 def test_bad_config_value_is_a_user_error(tiny_config):
-    user_error(run_cli("train", "-c", tiny_config, "--set", "model.C=-1"), "model.C")
+    user_error(run_cli("train", "-c", tiny_config, "--set", "model.C=-1"), "invalid config", "model.C: Input should be",
+               lines=2)  # the file, then one line per bad key
 
 
 def test_a_broken_model_is_an_internal_error_with_its_traceback(trained, tmp_path):

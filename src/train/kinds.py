@@ -1,11 +1,11 @@
 """The model kinds, each declared once: its ``model:`` config section, trainer, loader, requirements and runtimes.
 
 Config validation, the trainer table, the logged model's pip requirements and ``newstag tag --runtime`` all read
-this registry, so adding a kind is a trainer module plus one ``register`` line here (README "Adding a model
-kind").  Trainers are named as ``module:function`` and imported only when their kind trains, so validating a
-baseline config never imports torch.  The loader classes live in ``classifier.py``: MLflow copies that file alone
-into each model, so it keeps its own dispatch on ``meta["kind"]`` (``classifier.LOADERS``), which a test holds
-equal to this registry.
+this registry, so adding a kind is a trainer module plus its config section and one ``register`` line here
+(README "Adding a model kind").  Trainers are named as ``module:function`` and imported only when their kind
+trains, so validating a baseline config never imports torch.  The loader classes live in ``classifier.py``:
+MLflow copies that file alone into each model, so it keeps its own dispatch on ``meta["kind"]``
+(``classifier.LOADERS``), which a test holds equal to this registry.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TINY, run_cli
+from conftest import TINY, run_cli, tiny_transformer_config
 
 pytest.importorskip("torch")
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
@@ -125,13 +125,9 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
 
     texts = separable_corpus(tmp_path / "separable.jsonl")
     bert = build_tiny_bert(tmp_path / "bert", texts)
-    cfg_path = tmp_path / "learn.yaml"
-    cfg_path.write_text(
-        f"extends: {ROOT / 'configs' / 'transformer.yaml'}\n"
-        f"data: {{path: {tmp_path / 'separable.jsonl'}, train_sources: {{real: 1.0}}}}\n"
-        f"model: {{kind: transformer, name_or_path: {bert}, epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
-        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch}\n")
-    cfg = load_config(cfg_path)
+    cfg = load_config(tiny_transformer_config(
+        tmp_path / "learn.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
+        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch"))
     splits = load_splits(cfg)
     transformer.fit(cfg, splits, tmp_path / "model")
     clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature

@@ -89,6 +89,7 @@ def read_labelled(path: str | Path, labels: tuple[str, ...], require_article: bo
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a failed load is reported below, not logged twice
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception:  # datasets wraps parser errors in several types: name the line if the data is at fault

@@ -142,18 +142,20 @@ def trained(tiny_config) -> dict:
     return train(tiny_config)
 
 
+def tiny_transformer_config(path: Path, data: Path, bert: Path, model: str, rest: str = "") -> Path:
+    """The shipped transformer config on `data` with a tiny BERT; `model` adds keys to the model section."""
+    path.write_text(f"extends: {ROOT / 'configs' / 'transformer.yaml'}\ndata: {{path: {data}}}\n"
+                    f"model: {{kind: transformer, name_or_path: {bert}, {model}}}\n{rest}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_transformer(tmp_path_factory):
     d = tmp_path_factory.mktemp("tinybert")
     bert = build_tiny_bert(d / "bert", TEXTS)
-    cfg = d / "tiny-transformer.yaml"
-    cfg.write_text(
-        f"extends: {ROOT / 'configs' / 'transformer.yaml'}\n"
-        f"data: {{path: {TINY}}}\n"
-        f"model: {{kind: transformer, name_or_path: {bert}, epochs: 3, batch_size: 8, learning_rate: 1.0e-3,"
-        " runtime: onnx-int8}\n"
-        "eval: {bootstrap: 20}\n"
-        "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n"
-    )
+    cfg = tiny_transformer_config(d / "tiny-transformer.yaml", TINY, bert,
+                                  "epochs: 3, batch_size: 8, learning_rate: 1.0e-3, runtime: onnx-int8",
+                                  "eval: {bootstrap: 20}\n"
+                                  "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n")
     proc = run_cli("train", "-c", cfg, check=True)
     return last_json(proc.stdout)

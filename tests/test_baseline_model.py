@@ -13,7 +13,7 @@ from train.classifier import load
 from train.evaluate import proba_from_output
 
 
-def test_overfits_tiny_set_and_reports_stable_metric_names(trained):
+def test_run_logs_stable_metric_names_plots_inputs_and_provenance(trained):
     assert trained["model_uri"].startswith("models:/")
     assert trained["registered_model"] == "newstag-test" and trained["alias"] == "champion"
     run = mlflow.get_run(trained["run_id"])
@@ -30,12 +30,18 @@ def test_overfits_tiny_set_and_reports_stable_metric_names(trained):
 
 
 def test_training_overfits_the_train_split(trained, tiny_config):
+    """C=100 on 24 sentences: the logged model must have memorised every one, read alone or in its article."""
     from train.config import load_config
     from train.data import load_splits
+    from train.metrics import Evaluator
 
-    train = load_splits(load_config(tiny_config)).train
-    out = mlflow.pyfunc.load_model(trained["model_uri"]).predict(train[["text"]])
-    assert (out["label"] == train["label"]).all()  # C=100 on 24 sentences: it must memorise them
+    cfg = load_config(tiny_config)
+    train = load_splits(cfg).train
+    model = mlflow.pyfunc.load_model(trained["model_uri"])
+    assert (model.predict(train[["text"]])["label"] == train["label"]).all()
+    in_context = proba_from_output(model.predict(train[["text", "article_id", "title"]]))[1]
+    scores = Evaluator(cfg.labels).scores(train["label"].tolist(), in_context, "train")
+    assert scores["train/accuracy"] == 1.0 and scores["train/macro_f1"] == 1.0
 
 
 def test_reload_by_registry_uri_gives_identical_probabilities(trained):

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
+from train import classifier
 from train.config import Config, ConfigError, flatten, load_config
+from train.kinds import COMMON_REQUIREMENTS, KINDS, runtimes
 
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "experiments").glob("*.yaml"))
 
@@ -12,7 +14,7 @@ ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "experi
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
-    assert cfg.model.kind in ("baseline", "transformer")
+    assert isinstance(cfg.model, KINDS[cfg.model.kind].params)
 
 
 def test_experiment_files_hold_only_differences():
@@ -20,6 +22,20 @@ def test_experiment_files_hold_only_differences():
         text = path.read_text()
         assert "extends:" in text, f"{path.name} must extend a config in configs/"
         assert len([l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]) <= 12
+
+
+def test_model_kinds_are_declared_once():
+    """The pyfunc file keeps its own loader table (it may not import the registry): it must match the registry."""
+    assert {name: kind.loader for name, kind in KINDS.items()} == classifier.LOADERS
+    for name, kind in KINDS.items():
+        assert kind.params.model_fields["kind"].annotation.__args__ == (name,)
+        assert not set(kind.requirements) & set(COMMON_REQUIREMENTS)
+    assert runtimes() == classifier.RUNTIMES == KINDS["transformer"].runtimes
+
+
+def test_tag_runtime_choices_come_from_the_registry(tmp_path):
+    proc = run_cli("tag", tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--runtime", "gpu")
+    assert proc.returncode == 2 and "'gpu' is not a runtime; choose from torch, onnx, onnx-int8" in proc.stderr
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -3,7 +3,9 @@ import json
 import pytest
 from conftest import ROOT
 
-from train.corpus import build, near_duplicates, validate
+from train.corpus import build
+from train.dedup import near_duplicates
+from train.validate import validate
 
 SHIPPED = ROOT / "data" / "corpus" / "sentences.jsonl"
 
@@ -148,3 +150,22 @@ def test_two_paraphrases_of_one_story_are_one_story(tmp_path):
                 real_article("b", "https://two.com/b", texts=other[:8])]
     out, _ = built_rows(tmp_path, articles)
     assert any("article b tells the same story as a" in m for m in validate(out, min_share=0.0)["messages"])
+
+
+def test_validate_refuses_a_paraphrase_across_splits_and_only_warns_on_stock_lines(tmp_path):
+    rows = [
+        {"text": "The company did not respond to a request for comment about the closure of its plant.",
+         "label": "official_response", "article_id": "a", "split": "train"},
+        {"text": "The company did not respond to requests for comment about the closure of its plant.",
+         "label": "official_response", "article_id": "b", "split": "test"},
+        {"text": "He gave no further details.", "label": "claim", "article_id": "a", "split": "train"},
+        {"text": "He gave no further detail.", "label": "claim", "article_id": "b", "split": "test"},
+    ]
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({**r, "origin": "synthetic"}) + "\n" for r in rows))
+    messages = validate(p, min_share=0.0)["messages"]
+    assert [m for m in messages if m.startswith("error:")] == [
+        next(m for m in messages if "c.jsonl:2: near duplicate of line 1" in m)]
+    assert "across splits train/test" in messages[0]
+    assert any(m.startswith("warning:") and "c.jsonl:4: near duplicate of line 3" in m and "short stock line" in m
+               for m in messages)

@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, tiny_transformer_config
 
 pytest.importorskip("torch")
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
@@ -93,3 +93,43 @@ def test_packaged_hub_id_resolves_offline():
     path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2")
     assert os.path.isfile(os.path.join(path, "model.safetensors"))
     assert resolve_pretrained("some-org/unknown-model") == "some-org/unknown-model"
+
+
+CUES = {"claim": "flooded", "attributed_quote": "said", "unverified": "reportedly", "official_response": "denied"}
+FILLER = ["the", "river", "council", "market", "town", "week", "police", "company", "city", "report", "mayor", "road"]
+
+
+def separable_corpus(path, n_articles=48, seed=0):
+    """Four sentences an article, one per label, told apart by one cue word among shared filler words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(n_articles):
+        split = "train" if a < 32 else "dev" if a < 40 else "test"
+        for i, label in enumerate(rng.permutation(list(CUES))):
+            words = list(rng.choice(FILLER, 5))
+            words.insert(int(rng.integers(0, 6)), CUES[label])
+            rows.append({"text": " ".join(words).capitalize() + ".", "label": str(label), "article_id": f"a{a}",
+                         "sentence_index": i, "split": split})
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    return [r["text"] for r in rows]
+
+
+def test_tiny_transformer_learns_a_separable_task(tmp_path):
+    """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
+    from tiny_transformer import build_tiny_bert
+
+    from train import classifier, transformer
+    from train.config import load_config
+    from train.data import load_splits
+    from train.metrics import Evaluator
+
+    texts = separable_corpus(tmp_path / "separable.jsonl")
+    bert = build_tiny_bert(tmp_path / "bert", texts)
+    cfg = load_config(tiny_transformer_config(
+        tmp_path / "learn.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
+        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch"))
+    splits = load_splits(cfg)
+    transformer.fit(cfg, splits, tmp_path / "model")
+    clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature
+    scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
+    assert len(splits.test) == 32 and scores["test/accuracy"] >= 0.9, scores

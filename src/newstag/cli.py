@@ -30,20 +30,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from train.evaluate import evaluate_uri, log_report
+    from train.evaluate import evaluate_uri, log_evaluation
 
     rep = evaluate_uri(args.model, args.data, bootstrap=args.bootstrap)
     short = {k.split("/", 1)[1]: v for k, v in rep.metrics.items()}
     result = {"model": args.model, "data": args.data, "n": int(short["n"]), "macro_f1": short["macro_f1"],
               "accuracy": short["accuracy"], **{k: v for k, v in short.items() if k.startswith(("f1_", "macro_f1_"))}}
     if args.log:
-        import mlflow
-
-        mlflow.set_experiment(args.experiment)
-        with mlflow.start_run(run_name=f"evaluate {os.path.basename(args.data)}", tags={"model_uri": args.model}) as run:
-            mlflow.log_params({"model_uri": args.model, "data": args.data})
-            log_report(rep)
-            result["run_id"] = run.info.run_id
+        result["run_id"] = log_evaluation(rep, args.model, args.data, args.experiment)
     if args.json:
         _emit(result)
     else:
@@ -87,22 +81,26 @@ def cmd_promote(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from train import corpus
-
     if args.action == "build":
-        _emit(corpus.build(args.raw, args.out, seed=args.seed, real=args.real))
+        from train.corpus import build
+
+        _emit(build(args.raw, args.out, seed=args.seed, real=args.real))
         return 0
     if args.action == "card":
         from train.card import card
+        from train.learning_curve import FRACTIONS, train_fractions
 
-        print(card(args.path, args.config, args.learning_curve))
+        runs = train_fractions(args.config, args.path, FRACTIONS if args.learning_curve else (1.0,))
+        print(card(args.path, args.config, runs))
         return 0
     if args.action == "agreement":
         from train.agreement import agreement
 
         _emit(agreement(args.corpus, args.second, args.adjudication))
         return 0
-    report = corpus.validate(args.path, exclusions=args.exclusions)
+    from train.validate import validate
+
+    report = validate(args.path, exclusions=args.exclusions)
     for line in report["messages"]:
         print(line, file=sys.stderr)
     _emit({k: v for k, v in report.items() if k != "messages"})
@@ -112,7 +110,7 @@ def cmd_data(args) -> int:
 def cmd_compare(args) -> int:
     from train.compare import compare
 
-    _emit(compare(args.models, args.data, args.output, log=not args.no_log))
+    _emit(compare(args.models, args.data, args.output, log=not args.no_log, bootstrap=args.bootstrap, ui=args.ui_url))
     return 0
 
 
@@ -124,6 +122,19 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
     return number
+
+
+def _runtime(value: str) -> str:
+    """Checked against the registry of model kinds only when given, so `--help` need not import the models."""
+    from train.kinds import runtimes
+
+    if value not in runtimes():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a runtime; choose from {', '.join(runtimes())}")
+    return value
+
+
+def _bootstrap_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals (0: none)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="model URI (models:/newstag@champion, runs:/ID/model, ...)")
     e.add_argument("--data", required=True, help="JSONL with `text` and `label` per line")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    e.add_argument("--bootstrap", type=int, default=1000, help="resamples for 95%% intervals (0: none)")
+    _bootstrap_option(e)
     e.add_argument("--log", action="store_true", help="also log the evaluation as an MLflow run")
     e.add_argument("--experiment", default="newstag-eval", help="experiment for --log")
     e.set_defaults(func=cmd_evaluate)
@@ -154,7 +165,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted job; refused (exit 2) if its inputs or options changed")
     g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
-    g.add_argument("--runtime", choices=("torch", "onnx", "onnx-int8"), help="transformer runtime (default: the model's)")
+    g.add_argument("--runtime", type=_runtime, help="inference runtime, e.g. onnx (default: the model's)")
     g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))
     g.add_argument("--batch-size", type=_positive, default=512, help="sentences per model call")
     g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
@@ -184,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     cc = dsub.add_parser("card", help="print the data card's numbers (trains the baseline; logs to newstag-datacard)")
     cc.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
     cc.add_argument("-c", "--config", default="configs/baseline.yaml", help="model config for the learning curve")
-    cc.add_argument("--learning-curve", action="store_true", help="also train on 25 %% and 50 %% of train")
+    cc.add_argument("--learning-curve", action="store_true", help="also train on 25, 50 and 75 %% of the real train articles")
     k = dsub.add_parser("agreement", help="Cohen's kappa of the double-annotated subset")
     k.add_argument("--corpus", default="data/corpus/sentences.jsonl")
     k.add_argument("--second", default="data/corpus/double/second.jsonl")
@@ -197,6 +208,10 @@ def parser() -> argparse.ArgumentParser:
                    help="labelled JSONL; its real-news test split is used when it has one, else its test split")
     c.add_argument("-o", "--output", default=".", help="directory for compare.html and compare.md")
     c.add_argument("--no-log", action="store_true", help="do not log the report as a comparison run")
+    _bootstrap_option(c)
+    c.add_argument("--ui-url", default=os.environ.get("NEWSTAG_MLFLOW_UI"), metavar="URL",
+                   help="MLflow UI the report links runs to (default: $NEWSTAG_MLFLOW_UI, else the tracking server "
+                        "if it is one, else http://127.0.0.1:5000)")
     c.set_defaults(func=cmd_compare)
     return p
 
@@ -209,16 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
     warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
     from infer.job import JobFailed
-    from newstag.errors import USER_ERRORS, describe
+    from newstag.errors import describe, is_user_error
 
     try:
         return args.func(args)
-    except USER_ERRORS as err:
-        print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
-        return EXIT_USAGE
     except JobFailed as err:
         print(f"newstag {args.command}: failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"newstag {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_user_error(err):
+            raise  # an internal failure: Python prints the traceback and exits 1
+        print(f"newstag {args.command}: error: {describe(err)}", file=sys.stderr)
+        return EXIT_USAGE

@@ -11,9 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 from train.config import LABELS
+from train.data import DataError
 from train.realnews import SPEAKER_LABELS, speaker_span
 
+
 def _rows(path: str | Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

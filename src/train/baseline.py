@@ -19,8 +19,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from train import classifier
-from train.config import BaselineModel, Config
+from train.config import Config
 from train.data import Splits
+from train.kinds import BaselineModel
 
 
 def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipeline:

@@ -2,7 +2,8 @@
 
 ``newstag data card`` prints Markdown: counts by label, split, topic and style; a trivial keyword rule scored on
 test beside the baseline (how much more than cue words the corpus demands); and, with ``--learning-curve``, dev
-macro-F1 when training on 25 %, 50 % and 100 % of the train articles.
+macro-F1 when training on shares of the real train articles.  The runs come from ``train.learning_curve``; this
+module only renders them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from train import metrics
 from train.config import LABELS
+from train.metrics import Evaluator
 
 # The cue words a lazy reader would use; precedence as in the guidelines.
 KEYWORDS = (
@@ -73,7 +74,7 @@ def keyword_vs_baseline(corpus: pd.DataFrame, baseline_test: dict[str, float] | 
     test = corpus[(corpus["split"] == "test") & (_origin(corpus) == "real")]
     if test.empty:
         test = corpus[corpus["split"] == "test"]
-    rule = metrics.scores(test["label"].tolist(), _one_hot([keyword_rule(t) for t in test["text"]]), LABELS, "test")
+    rule = Evaluator(LABELS).scores(test["label"].tolist(), _one_hot([keyword_rule(t) for t in test["text"]]), "test")
     rows = [{"model": "keyword rule", **{k.split("/")[1]: f"{v:.3f}" for k, v in rule.items() if _headline(k)}}]
     if baseline_test:
         rows.append({"model": "baseline (TF-IDF + LR)", **{k.split("/")[1]: f"{v:.3f}" for k, v in baseline_test.items() if _headline(k)}})
@@ -85,21 +86,20 @@ def _headline(key: str) -> bool:
     return name in ("macro_f1", "accuracy") or (name.startswith("f1_") and not name.endswith(("_lo", "_hi")))
 
 
-def card(corpus_path: str, config: str, learning_curve: bool) -> str:
-    """Counts, the keyword rule against the baseline on real test, and the real-dev learning curve."""
-    from train.run import train
+def card(corpus_path: str, config: str, runs: dict[float, dict]) -> str:
+    """Counts, the keyword rule against the baseline on real test, and (given several runs) the learning curve.
 
+    `runs` maps a share of the real train articles to its training result (`learning_curve.train_fractions`);
+    the full run (1.0) gives the baseline's test scores.
+    """
     corpus = pd.read_json(corpus_path, lines=True)
-    quiet = ["tracking.registered_model=null", "tracking.experiment=newstag-datacard", "eval.bootstrap=0"]
-    full = train(config, [*quiet, f"data.path={corpus_path}"])
+    full = runs[1.0]
     parts = ["## Counts", counts(corpus), "## Keyword rule vs baseline (real test)",
              keyword_vs_baseline(corpus, {k: v for k, v in full.items() if k.startswith("test/")})]
-    if learning_curve:
+    if len(runs) > 1:
         n_real = corpus[(corpus["split"] == "train") & (_origin(corpus) == "real")]["article_id"].nunique()
-        rows = []
-        for fraction in (0.25, 0.5, 0.75, 1.0):
-            result = full if fraction == 1.0 else train(config, [*quiet, f"data.path={corpus_path}", f"data.train_fraction={fraction}"])
-            rows.append({"real train articles": max(1, round(n_real * fraction)), "config": Path(config).name,
-                         "real dev macro-F1": f"{result['dev/macro_f1']:.3f}", "run": result["run_id"]})
+        rows = [{"real train articles": max(1, round(n_real * fraction)), "config": Path(config).name,
+                 "real dev macro-F1": f"{result['dev/macro_f1']:.3f}", "run": result["run_id"]}
+                for fraction, result in sorted(runs.items())]
         parts += ["## Learning curve (real dev, by real training articles)", _table(pd.DataFrame(rows))]
     return "\n\n".join(parts) + "\n"

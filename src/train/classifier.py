@@ -89,7 +89,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class BaselineClassifier:
-    def __init__(self, model_dir: Path, meta: dict):
+    def __init__(self, model_dir: Path, meta: dict, runtime: str | None = None):  # one runtime: scikit-learn
         import skops.io as sio
 
         path = model_dir / meta["weights"]
@@ -210,14 +210,17 @@ def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[lis
     return texts, pairs
 
 
+# The registry of model kinds is train/kinds.py; this file may not import it (MLflow loads it alone, see the
+# module docstring), so it keeps this one dispatch table, which tests hold equal to the registry's loaders.
+LOADERS = {"baseline": BaselineClassifier, "transformer": TransformerClassifier}
+
+
 def load(model_dir: str | Path, runtime: str | None = None):
     model_dir = Path(model_dir)
     meta = read_meta(model_dir)
-    if meta["kind"] == "baseline":
-        return BaselineClassifier(model_dir, meta)
-    if meta["kind"] == "transformer":
-        return TransformerClassifier(model_dir, meta, runtime)
-    raise ValueError(f"{model_dir}: unknown model kind {meta['kind']!r}")
+    if meta["kind"] not in LOADERS:
+        raise ValueError(f"{model_dir}: unknown model kind {meta['kind']!r}")
+    return LOADERS[meta["kind"]](model_dir, meta, runtime)
 
 
 def predictions_frame(labels: tuple[str, ...], proba: np.ndarray) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,37 +18,86 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from infer.tagger import model_labels
 from train import metrics, plots
 from train.config import ConfigError
 from train.data import read_labelled
-from infer.tagger import model_labels
-from train.classifier import model_inputs
-from train.evaluate import proba_from_output
+from train.evaluate import score_model
+from train.metrics import Evaluator
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where README's `mlflow ui` command serves the UI
+
+
+@dataclass(frozen=True)
+class Named:
+    """Which model a report column is: its URI, the run that logged it and its registered versions."""
+
+    uri: str
+    run_id: str | None = None
+    run_name: str | None = None
+    experiment_id: str | None = None
+    versions: tuple[str, ...] = ()  # "newstag v3", ...
+
+    @property
+    def name(self) -> str:
+        """A short, unique column title: run name and run id prefix (two runs may share a name)."""
+        return f"{self.run_name or 'run'} ({self.run_id[:8]})" if self.run_id else self.uri
+
+    def link(self, ui: str) -> str | None:
+        if not self.run_id:
+            return None
+        return f"{ui.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
 
 
 @dataclass
 class Scored:
     ref: str
-    uri: str
-    name: str
+    model: Named
     labels: tuple[str, ...]
     proba: np.ndarray
     metrics: dict[str, float]
 
+    @property
+    def name(self) -> str:
+        return self.model.name
 
-def resolve(ref: str) -> tuple[str, str]:
-    """A model URI and a display name for a run id or any model URI."""
-    if "://" in ref or ref.startswith(("models:/", "runs:/")):
-        return ref, ref
-    try:
-        run = mlflow.get_run(ref)
-    except mlflow.exceptions.MlflowException:
-        raise ConfigError(f"{ref!r} is neither a model URI nor a run id") from None
-    models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{ref}'",
-                                         output_format="list")
+
+def ui_base(ui: str | None = None) -> str:
+    """The MLflow UI: as given, else the tracking server when it is one, else the local `mlflow ui` default."""
+    tracking = mlflow.get_tracking_uri()
+    return ui or (tracking if tracking.startswith(("http://", "https://")) else DEFAULT_UI)
+
+
+def _source_run(client: mlflow.MlflowClient, ref: str) -> tuple[str, str | None]:
+    """(model URI, id of the run that logged it) for a run id, runs:/ URI, models:/ URI or a local path."""
+    if m := re.fullmatch(r"runs:/([^/]+)/.*", ref):
+        return ref, m[1]
+    if m := re.fullmatch(r"models:/(m-[0-9a-f]+)", ref):
+        return ref, mlflow.get_logged_model(m[1]).source_run_id
+    if m := re.fullmatch(r"models:/([^/@]+)/(\d+)", ref):
+        return ref, client.get_model_version(m[1], m[2]).run_id
+    if m := re.fullmatch(r"models:/([^/@]+)@(.+)", ref):
+        return ref, client.get_model_version_by_alias(m[1], m[2]).run_id
+    if "://" in ref or ref.startswith(("models:/", "/", ".")):
+        return ref, None
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{ref}'", output_format="list",
+                                         experiment_ids=[client.get_run(ref).info.experiment_id])
     if not models:
         raise ConfigError(f"run {ref} logged no model")
-    return models[0].model_uri, run.info.run_name or ref
+    return models[0].model_uri, ref
+
+
+def resolve(ref: str) -> Named:
+    """A run id or any model URI, named by its run (id, name, experiment) and registered versions."""
+    client = mlflow.MlflowClient()
+    uri, run_id = _source_run(client, ref)  # a ref that names nothing raises MLflow's "not found": a user error
+    if not run_id:
+        return Named(uri)
+    run = client.get_run(run_id)
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    return Named(uri, run_id, run.info.run_name, run.info.experiment_id,
+                 tuple(f"{v.name} v{v.version}" for v in sorted(versions, key=lambda v: (v.name, int(v.version)))))
 
 
 def _load_data(path: str, labels: tuple[str, ...], origin: str = "real") -> tuple[pd.DataFrame, str]:
@@ -64,15 +114,13 @@ def _load_data(path: str, labels: tuple[str, ...], origin: str = "real") -> tupl
 def score(refs: list[str], data: str, bootstrap: int = 1000, seed: int = 13) -> tuple[list[Scored], pd.DataFrame, str]:
     scored, frame, described = [], None, data
     for ref in refs:
-        uri, name = resolve(ref)
-        model = mlflow.pyfunc.load_model(uri)
+        named = resolve(ref)
+        model = mlflow.pyfunc.load_model(named.uri)
+        labels = model_labels(model)
         if frame is None:
-            frame, described = _load_data(data, model_labels(model))
-        labels, proba = proba_from_output(model.predict(model_inputs(frame)))
-        y = frame["label"].tolist()
-        values = metrics.scores(y, proba, labels, "test")
-        values.update(metrics.bootstrap_intervals(y, metrics.predicted(proba, labels), labels, "test", bootstrap, seed))
-        scored.append(Scored(ref, uri, name, labels, proba, values))
+            frame, described = _load_data(data, labels)
+        rep = score_model(model, frame, Evaluator(labels, bootstrap, seed), "test")
+        scored.append(Scored(ref, named, labels, rep.proba, rep.metrics))
     if len({s.labels for s in scored}) > 1:
         raise ConfigError("the models do not share one label set; they cannot be compared sentence by sentence")
     return scored, frame, described
@@ -128,24 +176,36 @@ def _html(title: str, sections: list[tuple[str, str]]) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
 
 
-def compare(refs: list[str], data: str, output: str = ".", log: bool = True, bootstrap: int = 1000) -> dict:
+def _model_lines(m: Named, ui: str) -> tuple[str, str]:
+    """The model in Markdown and in HTML: its run, registered versions, a link to the run and the model URI."""
+    facts = ([f"run {m.run_id}"] if m.run_id else []) + ([f"registered as {', '.join(m.versions)}"] if m.versions else [])
+    link = m.link(ui)
+    md = facts + ([f"[run in MLflow]({link})"] if link else []) + [f"model `{m.uri}`"]
+    page = ([html.escape(f) for f in facts] + ([f"<a href='{html.escape(link)}'>run in MLflow</a>"] if link else [])
+            + [f"model <code>{html.escape(m.uri)}</code>"])
+    return f"**{m.name}**: " + ", ".join(md), f"<b>{html.escape(m.name)}</b>: " + ", ".join(page)
+
+
+def compare(refs: list[str], data: str, output: str = ".", log: bool = True, bootstrap: int = 1000,
+            ui: str | None = None) -> dict:
     if len(refs) < 2:
         raise ConfigError("compare needs at least two runs or models")
     scored, frame, described = score(refs, data, bootstrap)
+    ui = ui_base(ui)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     table, diff = _metric_table(scored), _disagreements(scored, frame)
     png = _confusions_png(scored, frame)
     (out / "compare_confusion.png").write_bytes(png)
     summary = (f"# Model comparison\n\nData: {described}, {len(frame)} sentences. 95 % bootstrap intervals in brackets; "
-               f"Δ is against {scored[0].name}.\n\n" + "\n".join(f"- {s.name}: `{s.uri}`" for s in scored) + "\n\n"
-               + _markdown(table) + f"\n\n{len(diff)} sentences labelled differently by {scored[0].name} "
+               f"Δ is against {scored[0].name}.\n\n" + "\n".join(f"- {_model_lines(s.model, ui)[0]}" for s in scored)
+               + "\n\n" + _markdown(table) + f"\n\n{len(diff)} sentences labelled differently by {scored[0].name} "
                f"and {scored[1].name} (right: {diff['right'].value_counts().to_dict() if len(diff) else {}}).\n\n"
                "![confusion matrices](compare_confusion.png)\n")
     (out / "compare.md").write_text(summary, encoding="utf-8")
     image = f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-width:100%'>"
     page = _html("newstag model comparison", [
-        ("Models", "<ul>" + "".join(f"<li><b>{html.escape(s.name)}</b>: <code>{html.escape(s.uri)}</code></li>" for s in scored)
+        ("Models", "<ul>" + "".join(f"<li>{_model_lines(s.model, ui)[1]}</li>" for s in scored)
          + f"</ul><p>Data: {html.escape(described)}, {len(frame)} sentences.</p>"),
         ("Metrics (95 % bootstrap intervals)", table.to_html(index=False, escape=True)),
         ("Confusion matrices", image),
@@ -153,13 +213,20 @@ def compare(refs: list[str], data: str, output: str = ".", log: bool = True, boo
     ])
     (out / "compare.html").write_text(page, encoding="utf-8")
     result = {"output": str(out), "data": described, "n": len(frame), "disagreements": len(diff),
-              "models": {s.name: {"uri": s.uri, "macro_f1": round(s.metrics["test/macro_f1"], 4)} for s in scored}}
+              "models": {s.name: {"uri": s.model.uri, "run_id": s.model.run_id, "run_name": s.model.run_name,
+                                  "registered": list(s.model.versions), "link": s.model.link(ui),
+                                  "macro_f1": round(s.metrics["test/macro_f1"], 4)} for s in scored}}
     if log:
-        mlflow.set_experiment("newstag-compare")
-        with mlflow.start_run(run_name="compare " + " vs ".join(s.name for s in scored)[:200]) as run:
-            mlflow.log_params({f"model_{i}": s.uri for i, s in enumerate(scored)} | {"data": described})
-            for name in ("compare.md", "compare.html", "compare_confusion.png"):
-                mlflow.log_artifact(str(out / name))
-            mlflow.log_table(diff, artifact_file="disagreements.json")
-            result["run_id"] = run.info.run_id
+        result["run_id"] = _log(scored, described, out, diff)
     return result
+
+
+def _log(scored: list[Scored], described: str, out: Path, diff: pd.DataFrame) -> str:
+    """The report as a run of the newstag-compare experiment."""
+    mlflow.set_experiment("newstag-compare")
+    with mlflow.start_run(run_name="compare " + " vs ".join(s.name for s in scored)[:200]) as run:
+        mlflow.log_params({f"model_{i}": s.model.uri for i, s in enumerate(scored)} | {"data": described})
+        for name in ("compare.md", "compare.html", "compare_confusion.png"):
+            mlflow.log_artifact(str(out / name))
+        mlflow.log_table(diff, artifact_file="disagreements.json")
+    return run.info.run_id

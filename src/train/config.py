@@ -9,20 +9,19 @@ that is not visible in the resolved config logged with every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from train import kinds
+from train.kinds import Strict
 
 LABELS = ("claim", "attributed_quote", "unverified", "official_response")
 
 
 class ConfigError(Exception):
     """A user error in a config file or override; the CLI prints it without a traceback (exit 2)."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(Strict):
@@ -59,45 +58,7 @@ class ContextConfig(Strict):
         return {"window": self.window, "title": self.title}
 
 
-class BaselineModel(Strict):
-    kind: Literal["baseline"]
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (3, 5)
-    min_df: int = Field(1, ge=1)
-    max_features: int | None = Field(None, ge=1)
-    sublinear_tf: bool = True
-    C: float = Field(4.0, gt=0)
-    class_weight: Literal["balanced"] | None = "balanced"
-    max_iter: int = Field(2000, ge=10)
-    calibrate: bool = Field(False, description="isotonic/sigmoid calibration of probabilities on train folds")
-    context_weight: float = Field(0.5, gt=0, description="scale of the context features against the sentence's own")
-
-
-class TransformerModel(Strict):
-    kind: Literal["transformer"]
-    name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"
-    pooling: Literal["cls", "mean"] = "mean"
-    max_length: int = Field(128, ge=8, le=4096)
-    learning_rate: float = Field(5e-5, gt=0)
-    batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    epochs: float = Field(4, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    class_weights: Literal["balanced"] | None = "balanced"
-    early_stopping_patience: int | None = Field(2, ge=1)
-    runtime: Literal["torch", "onnx", "onnx-int8"] = Field("torch", description="inference runtime of the logged model")
-    temperature_scaling: bool = True
-    export_onnx: bool = Field(True, description="also ship ONNX fp32/int8 graphs (a failed export is logged, not fatal)")
-
-    @model_validator(mode="after")
-    def _runtime_exported(self) -> TransformerModel:
-        if self.runtime != "torch" and not self.export_onnx:
-            raise ValueError(f"runtime {self.runtime} needs export_onnx: true")
-        return self
-
-
-ModelConfig = Annotated[BaselineModel | TransformerModel, Field(discriminator="kind")]
+ModelConfig = kinds.model_section()
 
 
 class TrackingConfig(Strict):
@@ -176,15 +137,15 @@ def apply_override(tree: dict, assignment: str) -> dict:
 def _describe(err: dict) -> tuple[str, str]:
     loc = [str(p) for p in err["loc"]]
     # Drop the discriminator tag pydantic inserts ("model.baseline.C" -> "model.C").
-    if len(loc) > 1 and loc[0] == "model" and loc[1] in ("baseline", "transformer"):
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in kinds.KINDS:
         loc.pop(1)
     key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         return key, "unknown key"
     if err["type"] == "union_tag_invalid":
-        return key, f"unknown model kind {err['input'].get('kind')!r}; known: baseline, transformer"
+        return key, f"unknown model kind {err['input'].get('kind')!r}; known: {', '.join(kinds.KINDS)}"
     if err["type"] == "union_tag_not_found":
-        return key, "needs a `kind` (baseline or transformer)"
+        return key, f"needs a `kind` ({' or '.join(kinds.KINDS)})"
     return key, f"{err['msg']} (got {err.get('input')!r})"
 
 

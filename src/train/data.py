@@ -59,9 +59,14 @@ def _line_numbers(path: Path) -> list[int]:
         return [i for i, line in enumerate(fh, 1) if line.strip()]
 
 
-def _scan_for_bad_json(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for i, line in enumerate(fh, 1):
+def _first_bad_line(path: Path) -> str | None:
+    """The first line a JSON-lines reader must refuse (not JSON, not an object, a non-string text or label)."""
+    with open(path, "rb") as fh:
+        for i, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"{path}:{i}: not UTF-8 ({err.reason} at byte {err.start})"
             if not line.strip():
                 continue
             try:
@@ -70,7 +75,10 @@ def _scan_for_bad_json(path: Path) -> str:
                 return f"{path}:{i}: not valid JSON ({err.msg})"
             if not isinstance(row, dict):
                 return f"{path}:{i}: expected a JSON object"
-    return f"{path}: could not be read as JSON lines"
+            for key in ("text", "label"):
+                if row.get(key) is not None and not isinstance(row[key], str):
+                    return f"{path}:{i}: `{key}` must be a string, got {type(row[key]).__name__}"
+    return None
 
 
 def read_labelled(path: str | Path, labels: tuple[str, ...], require_article: bool = True) -> pd.DataFrame:
@@ -81,10 +89,14 @@ def read_labelled(path: str | Path, labels: tuple[str, ...], require_article: bo
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a failed load is reported below, not logged twice
     try:
         ds = datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception:  # datasets wraps parser errors in several types; find the line ourselves
-        raise DataError(_scan_for_bad_json(path)) from None
+    except Exception:  # datasets wraps parser errors in several types: name the line if the data is at fault
+        problem = _first_bad_line(path)
+        if problem is None:
+            raise  # every line is a well-formed record: the failure is not the user's data
+        raise DataError(problem) from None
     frame = ds.to_pandas()
     lines = _line_numbers(path)
     needed = ["text", "label"] + (["article_id"] if require_article else [])

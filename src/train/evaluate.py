@@ -1,33 +1,19 @@
 """Score a classifier on a labelled split and log the same report for every model kind.
 
 ``newstag evaluate`` reuses this on any labelled JSONL and a model URI, so a score printed on the command line is
-computed by the same function as the one in the run.
+computed by the same evaluator (``metrics.Evaluator``) as the one in the run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
+import mlflow
 import numpy as np
 import pandas as pd
 
 from train import classifier, metrics, plots, tracking
-
-
-@dataclass
-class Report:
-    split: str
-    labels: tuple[str, ...]
-    frame: pd.DataFrame
-    proba: np.ndarray
-    metrics: dict[str, float]
-
-
-def report(frame: pd.DataFrame, proba: np.ndarray, labels: tuple[str, ...], split: str, bootstrap: int = 0, seed: int = 0) -> Report:
-    y_true = frame["label"].tolist()
-    values = metrics.scores(y_true, proba, labels, split)
-    values.update(metrics.bootstrap_intervals(y_true, metrics.predicted(proba, labels), labels, split, bootstrap, seed))
-    return Report(split, labels, frame, np.asarray(proba), values)
+from train.metrics import Evaluator, Report
 
 
 def log_report(rep: Report) -> None:
@@ -40,7 +26,8 @@ def log_report(rep: Report) -> None:
     tracking.log_figure(plots.confusion_figure(matrix, labels, rep.split), f"plots/{rep.split}_confusion.png")
     tracking.log_figure(plots.per_class_figure(rep.metrics, labels, rep.split), f"plots/{rep.split}_per_class.png")
     tracking.log_figure(
-        plots.reliability_figure(y_true, rep.proba, labels, f"{rep.split}: ECE {rep.metrics[f'{rep.split}/ece']:.3f}"),
+        plots.reliability_figure(metrics.calibration_bins(y_true, rep.proba, labels),
+                                 f"{rep.split}: ECE {rep.metrics[f'{rep.split}/ece']:.3f}"),
         f"plots/{rep.split}_reliability.png",
     )
     curve = metrics.coverage_curve(y_true, rep.proba, labels)
@@ -56,20 +43,33 @@ def proba_from_output(output: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray
     return tuple(c[len("prob_"):] for c in columns), output[columns].to_numpy(dtype=np.float64)
 
 
+def score_model(model, frame: pd.DataFrame, evaluator: Evaluator, split: str) -> Report:
+    """A loaded pyfunc's report on labelled rows, each sentence read in its article as `newstag tag` reads it."""
+    labels, proba = proba_from_output(model.predict(classifier.model_inputs(frame)))
+    if labels != evaluator.labels:
+        raise ValueError(f"the model answered labels {labels}, its metadata says {evaluator.labels}")
+    return evaluator.report(frame, proba, split)
+
+
 def evaluate_uri(model_uri: str, path: str, bootstrap: int = 0, seed: int = 0) -> Report:
     """Load a logged model by URI, check the file's labels against the model's own, and score it.
 
     Rows carry `text` and optionally `article_id`, `sentence_index` and `title`: the model reads each sentence in
     its article (by `sentence_index`, else file order), exactly as `newstag tag` does.
     """
-    import mlflow
-
     from infer.tagger import model_labels
     from train.data import read_labelled
 
     model = mlflow.pyfunc.load_model(model_uri)
     labels = model_labels(model)
-    frame = read_labelled(path, labels, require_article=False)
-    _, proba = proba_from_output(model.predict(classifier.model_inputs(frame)))
-    return report(frame, proba, labels, "eval", bootstrap, seed)
+    return score_model(model, read_labelled(path, labels, require_article=False), Evaluator(labels, bootstrap, seed),
+                       "eval")
 
+
+def log_evaluation(rep: Report, model_uri: str, data: str, experiment: str) -> str:
+    """`newstag evaluate --log`: the report as a run of its own; returns the run id."""
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"evaluate {os.path.basename(data)}", tags={"model_uri": model_uri}) as run:
+        mlflow.log_params({"model_uri": model_uri, "data": data})
+        log_report(rep)
+    return run.info.run_id

@@ -5,31 +5,43 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from dataclasses import dataclass
+
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-PRIMARY = "dev/macro_f1"
+PRIMARY = "dev/macro_f1"  # early stopping and the best checkpoint rank by it; so should `promote --best-by`
+PRIMARY_SPLIT, PRIMARY_NAME = PRIMARY.split("/", 1)  # the HF Trainer adds its own prefix (eval_macro_f1)
+ECE_BINS = 15
 
 
 def predicted(proba: np.ndarray, labels: tuple[str, ...]) -> list[str]:
     return [labels[i] for i in np.asarray(proba).argmax(axis=1)]
 
 
-def expected_calibration_error(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], bins: int = 15) -> float:
-    """Top-label ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins."""
+def calibration_bins(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...]) -> pd.DataFrame:
+    """Top-label confidence and accuracy in ECE_BINS equal-width bins: what ECE averages and the diagram draws."""
     proba = np.asarray(proba)
     conf = proba.max(axis=1)
     correct = np.array([labels[i] == t for i, t in zip(proba.argmax(axis=1), y_true)], dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
+    edges = np.linspace(0.0, 1.0, ECE_BINS + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, ECE_BINS - 1)
+    rows = []
+    for b in range(ECE_BINS):
         mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(conf[mask].mean() - correct[mask].mean())
-    return float(ece)
+        rows.append({"mid": (edges[b] + edges[b + 1]) / 2, "count": int(mask.sum()),
+                     "confidence": float(conf[mask].mean()) if mask.any() else float("nan"),
+                     "accuracy": float(correct[mask].mean()) if mask.any() else float("nan")})
+    return pd.DataFrame(rows)
 
 
-def scores(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], prefix: str) -> dict[str, float]:
+def expected_calibration_error(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...]) -> float:
+    """Top-label ECE: the gap between confidence and accuracy, weighted by each bin's share of the sentences."""
+    bins = calibration_bins(y_true, proba, labels)
+    used = bins[bins["count"] > 0]
+    return float((used["count"] / used["count"].sum() * (used["confidence"] - used["accuracy"]).abs()).sum())
+
+
+def point_scores(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], prefix: str) -> dict[str, float]:
     y_pred = predicted(proba, labels)
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=list(labels), zero_division=0)
     out = {
@@ -68,6 +80,41 @@ def bootstrap_intervals(
         out[f"{prefix}/{name}_lo"] = float(a)
         out[f"{prefix}/{name}_hi"] = float(b)
     return out
+
+
+@dataclass(frozen=True)
+class Report:
+    split: str
+    labels: tuple[str, ...]
+    frame: pd.DataFrame  # the scored rows, with `label`
+    proba: np.ndarray
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """The one scorer of predicted probabilities (as sentence-transformers' evaluators): the trainers, the HF
+    Trainer's ``compute_metrics``, ``newstag evaluate``, ``compare`` and the data card all call it, so a number
+    means the same wherever it is printed.  ``bootstrap`` resamples give 95 % intervals where asked for."""
+
+    labels: tuple[str, ...]
+    bootstrap: int = 0
+    seed: int = 0
+
+    def scores(self, y_true: list[str], proba: np.ndarray, split: str, intervals: bool = True) -> dict[str, float]:
+        values = point_scores(y_true, proba, self.labels, split)
+        if intervals:
+            values.update(bootstrap_intervals(y_true, predicted(proba, self.labels), self.labels, split,
+                                              self.bootstrap, self.seed))
+        return values
+
+    def report(self, frame: pd.DataFrame, proba: np.ndarray, split: str, intervals: bool = True) -> Report:
+        proba = np.asarray(proba, dtype=np.float64)
+        return Report(split, self.labels, frame, proba, self.scores(frame["label"].tolist(), proba, split, intervals))
+
+    def primary(self, y_true: list[str], proba: np.ndarray) -> dict[str, float]:
+        """The PRIMARY metric under its bare name (``macro_f1``): what the HF Trainer selects checkpoints by."""
+        return {PRIMARY_NAME: self.scores(y_true, proba, PRIMARY_SPLIT, intervals=False)[PRIMARY]}
 
 
 def confusion(y_true: list[str], y_pred: list[str], labels: tuple[str, ...]) -> np.ndarray:

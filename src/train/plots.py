@@ -61,18 +61,12 @@ def per_class_figure(metrics: dict[str, float], labels: tuple[str, ...], split: 
     return fig
 
 
-def reliability_figure(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], title: str, bins: int = 10):
-    proba = np.asarray(proba)
-    conf = proba.max(axis=1)
-    correct = np.array([labels[i] == t for i, t in zip(proba.argmax(axis=1), y_true)], dtype=float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    mids = (edges[:-1] + edges[1:]) / 2
-    acc = [correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
-    count = [(which == b).sum() for b in range(bins)]
+def reliability_figure(bins: pd.DataFrame, title: str):
+    """Accuracy per confidence bin (``metrics.calibration_bins``, the bins ECE is computed on) with its count."""
+    mids, acc, count, width = bins["mid"], bins["accuracy"], bins["count"], 1 / len(bins)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-    ax.bar(mids, acc, width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy in bin")
+    ax.bar(mids, acc, width=width, edgecolor="black", alpha=0.7, label="accuracy in bin")
     for m, a, c in zip(mids, acc, count):
         if c:
             ax.text(m, min((a if a == a else 0) + 0.02, 0.97), str(c), ha="center", fontsize=7)

@@ -1,7 +1,7 @@
 """The training stages in order: load config and data → fit → evaluate on dev and test → log and register.
 
-The trainer is picked from a plain table; both trainers return a classifier with the same interface, and
-everything after fitting is shared.
+The trainer is picked from the registry of model kinds (``train.kinds``); every trainer returns a classifier with
+the same interface, and everything after fitting is shared.
 """
 
 from __future__ import annotations
@@ -11,18 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from train import baseline, evaluate, tracking
+from train import evaluate, kinds, tracking
 from train.config import Config, load_config
 from train.data import load_splits
-
-
-def _transformer_fit(*args, **kwargs):
-    from train import transformer  # torch is imported only when a transformer is trained
-
-    return transformer.fit(*args, **kwargs)
-
-
-TRAINERS = {"baseline": baseline.fit, "transformer": _transformer_fit}
+from train.metrics import Evaluator
 
 
 def seed_everything(seed: int) -> None:
@@ -41,15 +33,15 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     seed_everything(cfg.seed)
     with tracking.start_run(cfg, Path(config_path), splits) as run, tracking.scratch_dir() as scratch:
         model_dir = Path(scratch) / "model"
-        clf = TRAINERS[cfg.model.kind](cfg, splits, model_dir, tracking.log_metrics)
+        clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
         # The model is logged before anything else can fail: a broken plot never costs a trained model.
         model_uri, version = None, None
         if cfg.tracking.log_model:
             model_uri, version = tracking.log_model(model_dir, cfg, splits.dev.head(3))
-        results: dict[str, float] = {}
+        evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
         for name, part in splits.evaluations():
-            rep = evaluate.report(part, clf.predict_proba(part), cfg.labels, name,
-                                  cfg.eval.bootstrap if name.endswith("test") else 0, cfg.seed)
+            # Intervals on test only: dev picks models, test reports them.
+            rep = evaluator.report(part, clf.predict_proba(part), name, intervals=name.endswith("test"))
             evaluate.log_report(rep)
             results.update(rep.metrics)
     return {

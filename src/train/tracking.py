@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
-from train import classifier, plots
+from train import classifier, kinds, plots
 from train.config import Config, flatten, resolved_yaml
 from train.data import Splits
 
@@ -162,9 +162,7 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
 def _requirements(cfg: Config) -> list[str]:
     from importlib.metadata import version
 
-    names = ["mlflow", "pandas", "numpy", "scikit-learn", "skops"]
-    if cfg.model.kind == "transformer":
-        names += ["torch", "transformers", "safetensors", "onnxruntime"]
+    names = (*kinds.COMMON_REQUIREMENTS, *kinds.get(cfg.model.kind).requirements)
     return [f"{name}=={version(name)}" for name in names]
 
 

@@ -79,7 +79,7 @@ class WeightedTrainer(Trainer):
 
 
 class CurveLogger(TrainerCallback):
-    """Per-epoch ``train/loss``, ``dev/loss`` and ``dev/macro_f1`` into the shared tracking layer."""
+    """Per-epoch ``train/loss``, ``dev/loss`` and the primary metric (``dev/macro_f1``) into the tracking layer."""
 
     def __init__(self, log_step):
         self.log_step = log_step
@@ -88,7 +88,7 @@ class CurveLogger(TrainerCallback):
         if not logs or self.log_step is None:
             return
         step = int(round(state.epoch or 0))
-        names = {"loss": "train/loss", "eval_loss": "dev/loss", "eval_macro_f1": "dev/macro_f1"}
+        names = {"loss": "train/loss", "eval_loss": "dev/loss", f"eval_{metrics.PRIMARY_NAME}": metrics.PRIMARY}
         values = {names[k]: v for k, v in logs.items() if k in names}
         if values:
             self.log_step(values, step=step)
@@ -158,9 +158,12 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         counts = np.bincount(y_train, minlength=len(labels)).clip(min=1)
         weights = torch.tensor(len(y_train) / (len(labels) * counts), dtype=torch.float32)
 
+    evaluator = metrics.Evaluator(labels)
+
     def compute_metrics(prediction):
+        """Logits to probabilities; the scoring is the shared evaluator's."""
         proba = classifier.softmax(prediction.predictions.astype(np.float64))
-        return {"macro_f1": metrics.scores([labels[i] for i in prediction.label_ids], proba, labels, "dev")[metrics.PRIMARY]}
+        return evaluator.primary([labels[i] for i in prediction.label_ids], proba)
 
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(
@@ -168,7 +171,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
-            load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True,
+            load_best_model_at_end=True, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
             train_sampling_strategy="group_by_length",  # less padding: context inputs vary 40-128 tokens

@@ -97,6 +97,7 @@ def test_syntok_fast_path_equals_syntok():
     "He left. Mr. Smith stayed.", "It rose 3.5 per cent. Then it fell.", "The U.S. agreed. So did Canada.",
     "Markets fell (sharply). Then rallied.", "A; b. C", "He said: “No.” Then left.", "Go... Now.",
     "In 2020. Jan Smith said.", "Chapter II. The end.", "Café Müller closed. Staff left.",
+    "He said: ‘He got caught.’” Within a week, he left.", "She asked why? Then left.",
 ])
 def test_syntok_fast_path_tricky_lines(line):
     from infer.segment import easy_spans, syntok_only

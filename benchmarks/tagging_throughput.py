@@ -1,47 +1,96 @@
-"""Tagging throughput of one transformer model three ways, on the same sentences, in one run.
+"""Tagging throughput of both model kinds in one run: what a user gets from ``newstag tag``, whole process.
 
-1. the naive loop: ``transformers.pipeline("text-classification")`` called once per sentence;
-2. our torch path: the logged MLflow pyfunc, length-sorted batches with dynamic padding;
-3. our ONNX Runtime paths (fp32 and int8), same pyfunc, ``model_config={"runtime": ...}``.
-Agreement with the torch path (max probability difference, label agreement) is printed beside the speed.
-Usage: python benchmarks/tagging_throughput.py --model models:/newstag@candidate [--n 1000] [--repeats 3]
+Transformer: ``newstag tag`` on a dump of real-news dev/test articles, a fresh process per runtime (imports and
+model load included), against the naive reference measured in the same run: ``transformers.pipeline`` called once
+per sentence, its model already loaded, on exactly the inputs (sentence, and context if the model reads it) that
+``newstag tag`` read.  Labels and probabilities are compared with the torch fp32 runtime's; batch invariance is the
+largest probability change when the same dump is tagged with another ``--batch-size``.
+Baseline: ``newstag tag`` on generated dumps (benchmarks/dump_throughput.py): sentences/s and segmentation share.
+Usage: python benchmarks/tagging_throughput.py --transformer URI [URI ...] [--baseline URI] [--articles 400]
+       [--sizes 10000 100000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
-import torch
-from transformers import PretrainedConfig, PreTrainedModel, pipeline
-from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import logging as hf_logging
+from dump_throughput import make_dump
+from dump_throughput import run as tag_dump
 
+from infer.segment import model_text
+from train.classifier import encoder_inputs, read_meta, with_context
 from train.classifier import load as load_classifier
 
-hf_logging.set_verbosity_error()  # pipeline() warns that our adapter is not a registered architecture; it works
+
+def real_dump(path: Path, data: str, n: int) -> None:
+    """The first `n` real-news dev (then test) articles, sentences joined as one paragraph, with titles."""
+    frame = pd.read_json(data, lines=True)
+    frame = frame[(frame["origin"] == "real") & frame["split"].isin(["dev", "test"])]
+    frame = frame.sort_values(["split", "article_id", "sentence_index"])
+    with open(path, "w", encoding="utf-8") as fh:
+        for k, (aid, rows) in enumerate(frame.groupby(["split", "article_id"], sort=True)):
+            if k == n:
+                break
+            fh.write(json.dumps({"id": aid[1], "title": rows["title"].iloc[0], "text": " ".join(rows["text"])}) + "\n")
 
 
-class PipelineAdapter(PreTrainedModel):
-    """Our encoder + pooling + head behind the interface ``pipeline()`` expects; same weights, same numbers."""
-
-    config_class = PretrainedConfig
-
-    def __init__(self, inner, labels):
-        config = PretrainedConfig(id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
-        super().__init__(config)
-        self.inner = inner
-
-    def forward(self, input_ids=None, attention_mask=None, **_):
-        return SequenceClassifierOutput(logits=self.inner(input_ids, attention_mask)["logits"])
+def tag(dump: Path, model: str, out: Path, *options: str) -> tuple[float, pd.DataFrame]:
+    """Wall time of a whole ``newstag tag`` process, and its output rows."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "newstag", "tag", str(dump), "-o", str(out), "--model", model,
+                           "--no-progress", *options], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in (0, 3):
+        raise SystemExit(proc.stderr)
+    return seconds, pd.read_parquet(out)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
+    """``transformers.pipeline`` over our weights, and the inputs it gets: one call per sentence."""
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel, pipeline
+    from transformers.modeling_outputs import SequenceClassifierOutput
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # pipeline() warns that the adapter is not a registered architecture
+    clf = load_classifier(model_dir, runtime="torch")
+
+    class Adapter(PreTrainedModel):
+        config_class = PretrainedConfig
+
+        def __init__(self):
+            labels = clf.labels
+            super().__init__(PretrainedConfig(id2label=dict(enumerate(labels)),
+                                              label2id={label: i for i, label in enumerate(labels)}))
+            self.inner = clf.model
+
+        def forward(self, input_ids=None, attention_mask=None, **_):
+            return SequenceClassifierOutput(logits=self.inner(input_ids, attention_mask)["logits"])
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(model_dir) / "encoder")
+    pipe = pipeline("text-classification", model=Adapter().eval(), tokenizer=tokenizer, device=-1, top_k=None,
+                    truncation="longest_first", max_length=clf.max_length)
+    inputs = pd.DataFrame({"text": rows["text"].map(model_text), "article_id": rows["article_id"],
+                           "sentence_index": rows["sentence_index"], "title": rows["article_id"].map(titles)})
+    texts, pairs = encoder_inputs(with_context(inputs, **clf.context), tokenizer.sep_token,
+                                  bool(clf.context.get("window") or clf.context.get("title")))
+    calls = [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)] if pairs else texts
+    return pipe, calls, clf.labels, torch.get_num_threads()
+
+
+def median_time(fn, repeats: int):
     times, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -50,44 +99,78 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
+    import mlflow
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(uri), "artifacts", "model")
+    meta = read_meta(model_dir)
+    runs = {}
+    # None: the model's default runtime, as a user runs it; then every other runtime (torch is the reference).
+    for runtime in [None, *(r for r in ("torch", "onnx", "onnx-int8") if r != meta["runtime"])]:
+        times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
+        runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
+    reference = runs["torch" if "torch" in runs else None][1]
+    probs = [c for c in reference.columns if c.startswith("prob_")]
+    titles = {json.loads(line)["id"]: json.loads(line)["title"] for line in open(dump, encoding="utf-8")}
+    pipe, calls, labels, threads = naive_pipeline(model_dir, reference, titles)
+    naive_t, naive_out = median_time(lambda: [pipe(c) for c in calls], repeats)
+    naive_out = [out[0] if out and isinstance(out[0], list) else out for out in naive_out]  # some versions nest
+    naive_labels = np.array([max(out, key=lambda d: d["score"])["label"] for out in naive_out])
+    _, other_batch = tag(dump, uri, tmp / "out.parquet", "--batch-size", "48")
+
+    n = len(reference)
+    print(f"\n{uri}: default runtime {meta['runtime']}, context {meta.get('context')}; {n:,} sentences of "
+          f"{len(titles)} real-news articles; naive loop with {threads} torch threads; median of {repeats}\n")
+    print("| path | seconds | sentences/s | vs naive | max prob diff vs torch | labels = torch |")
+    print("|---|---|---|---|---|---|")
+    agree = (naive_labels == reference["label"].to_numpy()).mean()
+    print(f"| naive `pipeline` loop, model loaded (reference) | {naive_t:.1f} | {n / naive_t:,.0f} | 1.0x | n/a | {agree:.2%} |")
+    for runtime, (seconds, rows) in runs.items():
+        name = f"`newstag tag --runtime {runtime}`" if runtime else f"**`newstag tag` (default: {meta['runtime']})**"
+        diff = np.abs(rows[probs].to_numpy() - reference[probs].to_numpy()).max()
+        same = (rows["label"] == reference["label"]).mean()
+        print(f"| {name}, whole process | {seconds:.1f} | {n / seconds:,.0f} | {naive_t / seconds:.1f}x "
+              f"| {diff:.1e} | {same:.2%} |")
+    moved = np.abs(other_batch[probs].to_numpy() - runs[None][1][probs].to_numpy()).max()
+    print(f"\nBatch invariance (default runtime): largest probability change with --batch-size 48 instead of 512: "
+          f"{moved:.1e}")
+
+
+def baseline_table(uri: str, sizes: list[int], data: str, tmp: Path, repeats: int) -> None:
+    sentences = pd.read_json(data, lines=True)["text"].tolist()
+    print(f"\n{uri}: generated dumps of 4-12 sentences an article, Parquet output, median of {repeats}\n")
+    print("| articles | sentences | seconds | sentences/s | peak RSS MiB | segment | model |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    for n in sizes:
+        dump = tmp / f"dump-{n}.jsonl"
+        make_dump(dump, n, sentences, (4, 12))
+        runs = [tag_dump(dump, tmp / f"out-{n}.parquet", uri, None) for _ in range(repeats)]
+        s = {k: statistics.median(r[0][k] for r in runs) for k in ("sentences", "seconds", "segment_seconds",
+                                                                    "model_seconds")}
+        peak = statistics.median(p for _, p in runs)
+        print(f"| {n:,} | {s['sentences']:,} | {s['seconds']:.1f} | {s['sentences'] / s['seconds']:,.0f} | {peak:,.0f} "
+              f"| {s['segment_seconds'] / s['seconds']:.0%} | {s['model_seconds'] / s['seconds']:.0%} |", flush=True)
+        dump.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="models:/newstag@candidate")
-    parser.add_argument("--data", default="data/corpus/sentences.jsonl")
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--transformer", nargs="*", default=[], metavar="URI", help="transformer model URIs")
+    parser.add_argument("--baseline", metavar="URI", help="baseline model URI")
+    parser.add_argument("--articles", type=int, default=400, help="real-news articles for the transformer dump")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="baseline dump sizes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", default="data/corpus/sentences.jsonl")
     args = parser.parse_args()
-    frame = pd.read_json(args.data, lines=True)
-    if "split" in frame:
-        frame = frame[frame["split"] == "dev"]
-    texts = frame["text"].head(args.n).tolist()
-    model_dir = os.path.join(mlflow.artifacts.download_artifacts(args.model), "artifacts", "model")
-
-    torch_clf = load_classifier(model_dir, runtime="torch")
-    adapter = PipelineAdapter(torch_clf.model, torch_clf.labels).eval()
-    pipe = pipeline("text-classification", model=adapter, tokenizer=torch_clf.tokenizer, device=-1, top_k=None,
-                    truncation=True, max_length=torch_clf.max_length)
-    naive_t, naive_out = timed(lambda: [pipe(t) for t in texts], args.repeats)
-    naive_out = [out[0] if out and isinstance(out[0], list) else out for out in naive_out]  # some versions nest
-    naive = np.array([[next(d["score"] for d in out if d["label"] == label) for label in torch_clf.labels] for out in naive_out])
-
-    rows, reference = [], None
-    for runtime in ("torch", "onnx", "onnx-int8"):
-        model = mlflow.pyfunc.load_model(args.model, model_config={"runtime": runtime})
-        batch = pd.DataFrame({"text": texts})
-        seconds, out = timed(lambda: model.predict(batch), args.repeats)
-        proba = out[[f"prob_{label}" for label in torch_clf.labels]].to_numpy()
-        reference = proba if reference is None else reference
-        rows.append((f"pyfunc {runtime} (batched, dynamic padding)", seconds, proba))
-    # Naive probabilities are softmax without our temperature: compare labels, not probabilities, for it.
-    print(f"{len(texts)} dev sentences, {torch.get_num_threads()} torch threads, median of {args.repeats} runs\n")
-    print("| path | seconds | sentences/s | speed-up vs naive | max prob diff vs torch | label agreement vs torch |")
-    print("|---|---|---|---|---|---|")
-    print(f"| naive pipeline loop (one sentence a call) | {naive_t:.2f} | {len(texts) / naive_t:,.0f} | 1.0x | n/a (no temperature) "
-          f"| {(naive.argmax(1) == reference.argmax(1)).mean():.2%} |")
-    for name, seconds, proba in rows:
-        print(f"| {name} | {seconds:.2f} | {len(texts) / seconds:,.0f} | {naive_t / seconds:.1f}x "
-              f"| {np.abs(proba - reference).max():.2e} | {(proba.argmax(1) == reference.argmax(1)).mean():.2%} |")
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.transformer:
+            real_dump(tmp / "real.jsonl", args.data, args.articles)
+        for uri in args.transformer:
+            transformer_table(uri, tmp / "real.jsonl", tmp, args.repeats)
+        if args.baseline:
+            baseline_table(args.baseline, args.sizes, args.data, tmp, args.repeats)
 
 
 if __name__ == "__main__":

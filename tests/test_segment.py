@@ -65,3 +65,42 @@ def test_unicode_offsets():
 def test_dateline_cut_by_the_segmenter_is_dropped():
     text = "ORLANDO, Fla. — The school board voted 4-1 on Tuesday night.\nWASHINGTON (AP) — Congress left town."
     assert [s.text for s in segment(text)] == ["The school board voted 4-1 on Tuesday night.", "Congress left town."]
+
+
+def _sample_lines() -> list[str]:
+    """Every line of the sample articles and of the real-news articles (sentences rebuilt as one paragraph)."""
+    import glob
+    import json
+    import re
+
+    from conftest import ROOT
+
+    lines = [m.group() for path in sorted(glob.glob(str(ROOT / "data/articles/*.jsonl"))) for row in open(path)
+             for m in re.finditer(r"[^\r\n]+", json.loads(row)["text"])]
+    for path in sorted(glob.glob(str(ROOT / "data/corpus/real/raw/*.jsonl")))[:4]:
+        lines += [" ".join(s["text"] for s in json.loads(row)["sentences"]) for row in open(path)]
+    return lines
+
+
+def test_syntok_fast_path_equals_syntok():
+    """The fast path answers most lines itself and must give exactly syntok's sentences on each of them."""
+    from infer.segment import easy_spans, syntok_only
+
+    lines = _sample_lines()
+    answered = [(line, easy) for line in lines if (easy := easy_spans(line)) is not None]
+    assert len(answered) > len(lines) / 2
+    for line, easy in answered:
+        assert easy == list(syntok_only(line)), line
+
+
+@pytest.mark.parametrize("line", [
+    "He left. Mr. Smith stayed.", "It rose 3.5 per cent. Then it fell.", "The U.S. agreed. So did Canada.",
+    "Markets fell (sharply). Then rallied.", "A; b. C", "He said: “No.” Then left.", "Go... Now.",
+    "In 2020. Jan Smith said.", "Chapter II. The end.", "Café Müller closed. Staff left.",
+    "He said: ‘He got caught.’” Within a week, he left.", "She asked why? Then left.",
+])
+def test_syntok_fast_path_tricky_lines(line):
+    from infer.segment import easy_spans, syntok_only
+
+    easy = easy_spans(line)
+    assert easy is None or easy == list(syntok_only(line))

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -43,13 +44,48 @@ def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
-def test_batched_equals_one_by_one(tiny_transformer, runtime):
-    """Padding must not change a sentence's scores.  (int8 dynamic quantisation scales activations per batch,
-    so that runtime is excluded by design.)"""
-    model = mlflow.pyfunc.load_model(tiny_transformer["model_uri"], model_config={"runtime": runtime})
-    batched = model.predict(pd.DataFrame({"text": TEXTS}))
-    single = pd.concat([model.predict(pd.DataFrame({"text": [t]})) for t in TEXTS], ignore_index=True)
-    pd.testing.assert_frame_equal(batched, single, check_exact=False, rtol=0, atol=1e-5)
+def test_scores_do_not_depend_on_the_batch(tiny_transformer, runtime):
+    """A sentence alone, in one batch with all others, or in batches of other sizes and orders scores the same.
+    (int8 dynamic quantisation scales activations per batch, so that runtime is excluded by design.)"""
+    from train.classifier import load
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
+    clf = load(model_dir, runtime=runtime)
+    alone = np.vstack([clf.predict_proba([t]) for t in TEXTS])
+    np.testing.assert_allclose(clf.predict_proba(TEXTS), alone, rtol=0, atol=1e-6)
+    clf.batch_size = 3
+    order = np.random.default_rng(0).permutation(len(TEXTS))
+    np.testing.assert_allclose(clf.predict_proba([TEXTS[i] for i in order]), alone[order], rtol=0, atol=1e-6)
+
+
+def test_tokenizers_alone_give_the_training_token_ids(tiny_transformer):
+    """Inference encodes with `tokenizers` only; training encoded with transformers' tokenizer: same ids."""
+    from transformers import AutoTokenizer
+
+    from train.classifier import encoder_tokenizer
+
+    encoder = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model",
+                           "encoder")
+    tokenizer, sep = encoder_tokenizer(Path(encoder), max_length=12)
+    reference = AutoTokenizer.from_pretrained(encoder)
+    pairs = [f"{t} {sep} {u}" for t, u in zip(TEXTS, TEXTS[1:] + TEXTS[:1])]
+    expected = reference(TEXTS, pairs, truncation="longest_first", max_length=12)["input_ids"]
+    assert sep == reference.sep_token
+    assert [e.ids for e in tokenizer.encode_batch(list(zip(TEXTS, pairs)))] == expected
+    assert [e.ids for e in tokenizer.encode_batch(TEXTS)] == reference(TEXTS, truncation=True, max_length=12)["input_ids"]
+
+
+def test_onnx_runtime_loads_without_torch_or_transformers(tiny_transformer):
+    """Importing torch and transformers costs seconds of every `newstag tag` start; the ONNX path needs neither."""
+    code = (
+        "import sys, mlflow, pandas as pd\n"
+        f"m = mlflow.pyfunc.load_model({tiny_transformer['model_uri']!r}, model_config={{'runtime': 'onnx'}})\n"
+        "m.predict(pd.DataFrame({'text': ['The ministry denied it.']}))\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_onnx_runtimes_agree_with_torch(tiny_transformer):

@@ -63,7 +63,9 @@ class Tagger:
         import mlflow
 
         self.model_uri = model_uri
-        self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None)
+        # suppress_warnings: MLflow would scan every installed package against the model's requirements (~0.4 s a start).
+        self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None,
+                                            suppress_warnings=True)
         self.version = model_version(model_uri)
         self.labels = model_labels(self.model)
         self.schema = rows.schema(self.labels)

@@ -207,9 +207,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         if log_step is not None:
             log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
                       "calibration/dev_ece_after": after})
-    # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  A failed
-    # export costs the ONNX runtimes, never the trained model.
-    meta["runtime"] = params.runtime
+    # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  No export
+    # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model.
+    meta["runtime"] = params.runtime if params.export_onnx else "torch"
     if params.export_onnx:
         try:
             export_onnx(model, tokenizer, model_dir, quantize=True)

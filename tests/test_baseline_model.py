@@ -7,6 +7,7 @@ import sys
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY
 
 from train.classifier import load
@@ -88,3 +89,30 @@ def test_loads_without_pickle(trained):
     assert proc.stdout.strip().splitlines()[-1] == "2"
     files = os.listdir(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
     assert "pipeline.skops" in files and not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+
+
+def test_a_failed_model_log_keeps_the_trained_files_in_the_run(tiny_config, monkeypatch, tmp_path):
+    """The pyfunc log is made to fail (failure injection, not a mock of the result): the run still holds the
+    trained model directory, and it predicts what a freshly trained one does."""
+    from train import run, tracking
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("artifact store went away")
+
+    monkeypatch.setattr(tracking, "log_model", broken)
+    with pytest.raises(RuntimeError, match="artifact store went away"), pytest.warns(UserWarning, match="model-files"):
+        run.train(tiny_config, ["tracking.registered_model=null", "tracking.run_name=broken-log"])
+    failed = mlflow.search_runs(experiment_names=["tests"], filter_string="tags.mlflow.runName = 'broken-log'")
+    assert failed["status"].tolist() == ["FAILED"]
+    kept = mlflow.artifacts.download_artifacts(run_id=failed["run_id"][0], artifact_path="model-files",
+                                               dst_path=str(tmp_path))
+    texts = ["The ministry denied the report.", "Police said two men were arrested."]
+    fresh = tmp_path / "fresh"
+    monkeypatch.undo()
+    from train.baseline import fit
+    from train.config import load_config
+    from train.data import load_splits
+
+    cfg = load_config(tiny_config)
+    expected = fit(cfg, load_splits(cfg), fresh).predict_proba(texts)
+    np.testing.assert_allclose(load(kept).predict_proba(texts), expected, atol=1e-12)

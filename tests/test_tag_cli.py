@@ -106,6 +106,16 @@ def test_unknown_model_is_a_clean_error(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no-such-model" in proc.stderr
 
 
+def test_an_output_path_that_cannot_be_written_is_a_clean_error(tmp_path, trained):
+    src = tmp_path / "dump.jsonl"
+    write_jsonl(src, ARTICLES)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = run_cli("tag", src, "-o", blocker / "tags.jsonl", "--model", "models:/newstag-test@champion")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot write the output {blocker / 'tags.jsonl'}" in proc.stderr
+
+
 def test_bad_numbers_are_usage_errors(tmp_path):
     src = tmp_path / "dump.jsonl"
     write_jsonl(src, ARTICLES)

@@ -116,9 +116,12 @@ class Job:
                                + f". Rerun the original job, or delete {folder} to start over")
             if previous == current:
                 return
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        folder.mkdir(exist_ok=True)
-        atomic_write(folder / "manifest.json", lambda p: p.write_text(json.dumps(current, indent=2)))
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)
+            atomic_write(folder / "manifest.json", lambda p: p.write_text(json.dumps(current, indent=2)))
+        except OSError as err:  # checked before any record is read: the user's path, the user's fix
+            raise JobError(f"cannot write the output {self.output}: {err.strerror or err}") from None
         crash_point("manifest")
 
     def process(self, index: int, chunk: list[Record]) -> dict | None:

@@ -33,11 +33,17 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     seed_everything(cfg.seed)
     with tracking.start_run(cfg, Path(config_path), splits) as run, tracking.scratch_dir() as scratch:
         model_dir = Path(scratch) / "model"
-        clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
-        # The model is logged before anything else can fail: a broken plot never costs a trained model.
+        # The model is logged before anything else can fail: a broken plot never costs a trained model, and a
+        # failure after the weights are saved (calibration, export, the pyfunc log) keeps them in the run.
         model_uri, version = None, None
-        if cfg.tracking.log_model:
-            model_uri, version = tracking.log_model(model_dir, cfg, splits.dev.head(3))
+        try:
+            clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
+            if cfg.tracking.log_model:
+                model_uri, version = tracking.log_model(model_dir, cfg, splits.dev.head(3))
+        except Exception:
+            if (model_dir / "meta.json").exists():
+                tracking.keep_model_files(model_dir)
+            raise
         evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
         for name, part in splits.evaluations():
             # Intervals on test only: dev picks models, test reports them.

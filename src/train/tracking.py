@@ -159,6 +159,13 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
     return info.model_uri, version
 
 
+def keep_model_files(model_dir: Path) -> None:
+    """The trained model directory as plain run artifacts (``model-files/``), loadable with ``classifier.load``."""
+    mlflow.log_artifacts(str(model_dir), artifact_path="model-files")
+    warnings.warn(f"logging the model failed; its files are kept in run {mlflow.active_run().info.run_id} "
+                  "under model-files/", stacklevel=2)
+
+
 def _requirements(cfg: Config) -> list[str]:
     from importlib.metadata import version
 

@@ -51,6 +51,20 @@ def test_bad_json_names_the_line(tmp_path):
         read_labelled(p, LABELS)
 
 
+def test_descriptive_fields_load_as_written_however_many_rows(tmp_path):
+    """Real corpus rows carry dates as written ("2021-10-05", "2021-10"): a columnar reader that guessed
+    timestamps from the first block failed on a later partial date (over 10 MiB into the file)."""
+    p = tmp_path / "dates.jsonl"
+    row = {"text": "The council said the road would reopen on Monday. " * 3, "label": "attributed_quote"}
+    with open(p, "w", encoding="utf-8") as fh:
+        for i in range(70_000):
+            fh.write(json.dumps({**row, "article_id": f"a{i // 10}", "date": "2021-10-05"}) + "\n")
+        fh.write(json.dumps({**row, "article_id": "last", "date": "2021-10"}) + "\n")
+    frame = read_labelled(p, LABELS)
+    assert p.stat().st_size > 11 << 20 and len(frame) == 70_001
+    assert frame["date"].iloc[0] == "2021-10-05" and frame["date"].iloc[-1] == "2021-10"
+
+
 def test_train_fraction_subsamples_articles():
     full = load_splits(cfg_for(TINY))
     half = load_splits(cfg_for(TINY, "data.train_fraction=0.5"))

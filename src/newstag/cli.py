@@ -114,6 +114,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from train.grid import collect, markdown
+
+    grouped = collect(args.experiment)
+    table = markdown(grouped, tuple(args.metric or ("dev/macro_f1", "test/macro_f1")))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    print(table)
+    _emit({"experiment": args.experiment, "corpora": len(grouped), "rows": sum(map(len, grouped.values())),
+           "output": args.output})
+    return 0
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -213,6 +227,13 @@ def parser() -> argparse.ArgumentParser:
                    help="MLflow UI the report links runs to (default: $NEWSTAG_MLFLOW_UI, else the tracking server "
                         "if it is one, else http://127.0.0.1:5000)")
     c.set_defaults(func=cmd_compare)
+
+    gr = sub.add_parser("grid", help="every config of an experiment as a Markdown table (mean ± std over seeds)")
+    gr.add_argument("--experiment", default="newstag", help="MLflow experiment (default: newstag)")
+    gr.add_argument("--metric", action="append", default=None, metavar="NAME",
+                    help="metric column, repeatable (default: dev/macro_f1 and test/macro_f1)")
+    gr.add_argument("-o", "--output", default=None, help="also write the table to this file")
+    gr.set_defaults(func=cmd_grid)
     return p
 
 

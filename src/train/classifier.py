@@ -31,6 +31,11 @@ def write_meta(model_dir: str | Path, meta: dict) -> None:
     (Path(model_dir) / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
+# What a logged model reads: column -> (MLflow type, required).  The signature and `model_inputs` come from here.
+INPUT_COLUMNS = {"text": ("string", True), "article_id": ("string", False), "sentence_index": ("long", False),
+                 "title": ("string", False)}
+
+
 def as_frame(inputs) -> pd.DataFrame:
     """Texts, a Series or a DataFrame with `text` (+ optional `article_id`, `sentence_index`, `title`)."""
     if isinstance(inputs, pd.Series):
@@ -44,7 +49,7 @@ def as_frame(inputs) -> pd.DataFrame:
 
 def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     """What a logged model reads of labelled rows: the text and, where present, its place in its article."""
-    columns = [c for c in ("text", "article_id", "sentence_index", "title") if c in frame.columns]
+    columns = [c for c in INPUT_COLUMNS if c in frame.columns]
     inputs = frame[columns].copy()
     if "article_id" in inputs.columns:
         inputs["article_id"] = inputs["article_id"].map(lambda a: None if pd.isna(a) else str(a))

@@ -53,52 +53,42 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _line_numbers(path: Path) -> list[int]:
-    """1-based line number of each non-blank line: maps a dataset row back to the file for error messages."""
-    with open(path, encoding="utf-8") as fh:
-        return [i for i, line in enumerate(fh, 1) if line.strip()]
+def _records(path: Path) -> tuple[list[dict], list[int]]:
+    """Every non-blank line as a dict, with its 1-based line number; the first line a reader must refuse raises.
 
-
-def _first_bad_line(path: Path) -> str | None:
-    """The first line a JSON-lines reader must refuse (not JSON, not an object, a non-string text or label)."""
+    Plain JSON, not a columnar reader: pyarrow infers types from the first block ("2021-10-05" becomes a
+    timestamp) and then fails on a later "2021-10", so a valid file would not load.
+    """
+    rows, numbers = [], []
     with open(path, "rb") as fh:
         for i, raw in enumerate(fh, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                return f"{path}:{i}: not UTF-8 ({err.reason} at byte {err.start})"
+                raise DataError(f"{path}:{i}: not UTF-8 ({err.reason} at byte {err.start})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                return f"{path}:{i}: not valid JSON ({err.msg})"
+                raise DataError(f"{path}:{i}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                return f"{path}:{i}: expected a JSON object"
+                raise DataError(f"{path}:{i}: expected a JSON object")
             for key in ("text", "label"):
                 if row.get(key) is not None and not isinstance(row[key], str):
-                    return f"{path}:{i}: `{key}` must be a string, got {type(row[key]).__name__}"
-    return None
+                    raise DataError(f"{path}:{i}: `{key}` must be a string, got {type(row[key]).__name__}")
+            rows.append(row)
+            numbers.append(i)
+    return rows, numbers
 
 
 def read_labelled(path: str | Path, labels: tuple[str, ...], require_article: bool = True) -> pd.DataFrame:
-    """Load a labelled JSONL file with Hugging Face ``datasets`` and check every row against the label set."""
-    import datasets
-
+    """Load a labelled JSONL file and check every row against the label set; a bad line is named."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a failed load is reported below, not logged twice
-    try:
-        ds = datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception:  # datasets wraps parser errors in several types: name the line if the data is at fault
-        problem = _first_bad_line(path)
-        if problem is None:
-            raise  # every line is a well-formed record: the failure is not the user's data
-        raise DataError(problem) from None
-    frame = ds.to_pandas()
-    lines = _line_numbers(path)
+    records, lines = _records(path)
+    frame = pd.DataFrame.from_records(records)
     needed = ["text", "label"] + (["article_id"] if require_article else [])
     for column in needed:
         if column not in frame.columns:

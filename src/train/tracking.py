@@ -127,8 +127,8 @@ def log_table(frame: pd.DataFrame, path: str) -> None:
     mlflow.log_table(frame, artifact_file=path)
 
 
-INPUT_SCHEMA = Schema([ColSpec("string", "text"), ColSpec("string", "article_id", required=False),
-                       ColSpec("long", "sentence_index", required=False), ColSpec("string", "title", required=False)])
+INPUT_SCHEMA = Schema([ColSpec(kind, name, required=required)
+                       for name, (kind, required) in classifier.INPUT_COLUMNS.items()])
 
 
 def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple[str, str | None]:

@@ -1,0 +1,37 @@
+"""`newstag grid`: the README's results table, read back from real runs in a real MLflow store."""
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import last_json, run_cli
+
+
+def test_grid_rows_are_seed_means_and_single_runs_sorted_by_dev(tiny_config, tmp_path):
+    common = ["--set", "tracking.registered_model=null", "--set", "eval.bootstrap=0",
+              "--set", "tracking.experiment=grid-test"]
+    seeded = last_json(run_cli("train", "-c", tiny_config, "--seeds", "2", "--set", "seed=3", *common,
+                               check=True).stdout)
+    alone = last_json(run_cli("train", "-c", tiny_config, "--set", "context.window=0", "--set", "context.title=false",
+                              "--set", "model.C=0.01", *common, check=True).stdout)
+    client = mlflow.MlflowClient()
+    devs = np.array([client.get_run(c).data.metrics["dev/macro_f1"] for c in seeded["children"]])
+    single = client.get_run(alone["run_id"]).data.metrics["dev/macro_f1"]
+
+    out = tmp_path / "grid.md"
+    proc = run_cli("grid", "--experiment", "grid-test", "-o", out, check=True)
+    assert last_json(proc.stdout) == {"experiment": "grid-test", "corpora": 1, "rows": 2, "output": str(out)}
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| baseline")]
+    assert len(rows) == 2
+    by_seeds = {row[6]: row for row in rows}
+    assert by_seeds["2"][7] == f"{devs.mean():.3f} ± {devs.std(ddof=1):.3f}"
+    assert by_seeds["2"][3:5] == ["1", "yes"] and by_seeds["1"][3:5] == ["0", "no"]
+    assert by_seeds["1"][7] == f"{single:.3f}"
+    assert [r[6] for r in rows] == (["2", "1"] if devs.mean() >= single else ["1", "2"])  # best dev first
+    assert seeded["run_id"][:8] in by_seeds["2"][-1] and alone["run_id"][:8] in by_seeds["1"][-1]
+
+
+def test_grid_names_an_unknown_experiment_without_a_traceback():
+    proc = run_cli("grid", "--experiment", "no-such-experiment")
+    assert proc.returncode == 2 and "no MLflow experiment named 'no-such-experiment'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -156,6 +156,8 @@ def tiny_transformer(tmp_path_factory):
     cfg = tiny_transformer_config(d / "tiny-transformer.yaml", TINY, bert,
                                   "epochs: 3, batch_size: 8, learning_rate: 1.0e-3, runtime: onnx-int8",
                                   "eval: {bootstrap: 20}\n"
+                                  # article context whatever the shipped default: the ONNX pair path stays tested
+                                  "context: {window: 1, title: true}\n"
                                   "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n")
     proc = run_cli("train", "-c", cfg, check=True)
     return last_json(proc.stdout)

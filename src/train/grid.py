@@ -38,7 +38,8 @@ class Row:
         encoder = p.get("model.name_or_path", "tf-idf").rsplit("/", 1)[-1] if kind == "transformer" else "tf-idf + LR"
         sources = ", ".join(f"{k.split('.')[-1]} {float(v):g}" for k, v in sorted(p.items())
                             if k.startswith("data.train_sources.") and float(v) > 0)
-        return {"kind": kind, "encoder": encoder, "epochs": p.get("model.epochs", "–") if kind == "transformer" else "–",
+        epochs = f"{float(p['model.epochs']):g}" if kind == "transformer" and "model.epochs" in p else "–"
+        return {"kind": kind, "encoder": encoder, "epochs": epochs,
                 "window": p.get("context.window", "0"), "title": "yes" if p.get("context.title") == "True" else "no",
                 "train": sources or "–"}
 

@@ -28,7 +28,7 @@ def test_missing_or_malformed_data_is_a_user_error(trained, tmp_path):
     user_error(run_cli("evaluate", "--model", "models:/newstag-test@champion", "--data", tmp_path / "nope.jsonl"),
                "nope.jsonl: no such file")
     for line, why in [('{"text": "B.", "label": ', "bad.jsonl:2: not valid JSON"),
-                      (json.dumps({"text": 7, "label": "claim"}), "bad.jsonl:2: `text` is missing or empty")]:
+                      (json.dumps({"text": 7, "label": "claim"}), "bad.jsonl:2: `text` must be a string, got int")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text(json.dumps({"text": "Fine.", "label": "claim"}) + "\n" + line + "\n")
         user_error(run_cli("evaluate", "--model", "models:/newstag-test@champion", "--data", bad), why)

@@ -36,9 +36,10 @@ def make_dump(path: Path, n: int, sentences: list[str], lengths: tuple[int, int]
             fh.write(json.dumps({"id": f"bench-{i:07d}", "title": f"Story {i}", "text": text}) + "\n")
 
 
-def run(dump: Path, output: Path, model: str, runtime: str | None) -> tuple[dict, float]:
+def run(dump: Path, output: Path, model: str, runtime: str | None, *options: str) -> tuple[dict, float]:
+    """Summary and peak RSS (MiB, the largest single process: with --workers, the main one or a worker)."""
     command = ["/usr/bin/time", "-v", str(BIN / "newstag"), "tag", str(dump), "-o", str(output),
-               "--model", model, "--no-progress"] + (["--runtime", runtime] if runtime else [])
+               "--model", model, "--no-progress", *options] + (["--runtime", runtime] if runtime else [])
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode not in (0, 3):
         raise SystemExit(proc.stderr)

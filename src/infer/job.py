@@ -23,7 +23,7 @@ from infer.chunks import Parts, chunks, tag_chunk
 from infer.durable import atomic_write, crash_point, differences, fingerprint
 from infer.errors import JobError, JobFailed
 from infer.io import MAX_CHARS, Record, SeenIds, read_records
-from infer.tagger import Tagger
+from infer.tagger import Spec, Tagger
 from infer.writers import FORMATS, concat, merge
 
 __all__ = ["EXIT_OK", "EXIT_SKIPPED", "Job", "JobError", "JobFailed", "Summary", "output_format"]
@@ -123,6 +123,21 @@ class Job:
         except OSError as err:  # checked before any record is read: the user's path, the user's fix
             raise JobError(f"cannot write the output {self.output}: {err.strerror or err}") from None
         crash_point("manifest")
+
+    def worker_spec(self, threads: int | None = None) -> Spec:
+        """The tagger for worker processes, on a copy of the model under the parts folder (which Spark executors see
+        too), checked to be the model this job loaded."""
+        import mlflow
+        from mlflow.models import Model
+
+        target = self.parts.folder / "model"
+        shutil.rmtree(target, ignore_errors=True)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=self.tagger.model_uri, dst_path=str(target))
+        if Model.load(local).model_uuid != self.tagger.model.metadata.model_uuid:
+            raise JobError(f"{self.tagger.model_uri} changed while the job started; rerun")
+        t = self.tagger
+        return Spec(str(Path(local).resolve()), t.model_uri, t.version, self.runtime, t.segmenter, t.min_score,
+                    t.batch_size, threads)
 
     def process(self, index: int, chunk: list[Record]) -> dict | None:
         """Tag and commit one chunk now; an engine that defers the work returns None and does it in ``finish``."""

@@ -27,7 +27,7 @@ from infer.durable import atomic_write
 from infer.errors import JobError, JobFailed
 from infer.io import Record, error_row
 from infer.job import Job
-from infer.tagger import Tagger
+from infer.tagger import Spec, Tagger
 
 INSTALL_HINT = "install it with `make setup EXTRAS=transformer,dev,spark,ui` or `pip install -e .[spark]`"
 _STAGED = ("source", "line", "id", "title", "text", "error")
@@ -79,16 +79,13 @@ def _unstage(path: Path) -> list[Record]:
     return [Record(**{k: row[k] for k in _STAGED}) for row in pq.read_table(path).to_pylist()]
 
 
-_TAGGERS: dict[tuple, Tagger] = {}  # one model load per Python worker, reused by its later tasks
+_TAGGERS: dict[Spec, Tagger] = {}  # one model load per Python worker, reused by its later tasks
 
 
-def _tag_staged(index: int, parts: Parts, spec: tuple) -> tuple[float, float]:
+def _tag_staged(index: int, parts: Parts, spec: Spec) -> tuple[float, float]:
     """A Spark task: tag and commit chunk ``index``; returns its segmentation and model seconds."""
     if spec not in _TAGGERS:
-        model_dir, uri, version, runtime, segmenter, min_score, batch_size = spec
-        tagger = Tagger(model_dir, runtime=runtime, segmenter=segmenter, min_score=min_score, batch_size=batch_size)
-        tagger.model_uri, tagger.version = uri, version  # rows name the model as the user did, not the copy
-        _TAGGERS[spec] = tagger
+        _TAGGERS[spec] = spec.build()
     tagger = _TAGGERS[spec]
     before = dict(tagger.seconds)
     parts.commit(index, *tag_chunk(tagger, _unstage(parts.path(index, "input.parquet")), parts.fmt))
@@ -106,18 +103,6 @@ class SparkJob(Job):
         _stage(self.parts.path(index, "input.parquet"), chunk)
         return None
 
-    def _model_copy(self) -> str:
-        """The model downloaded under the parts folder, which executors see; checked to be the driver's model."""
-        import mlflow
-        from mlflow.models import Model
-
-        target = self.parts.folder / "model"
-        shutil.rmtree(target, ignore_errors=True)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=self.tagger.model_uri, dst_path=str(target))
-        if Model.load(local).model_uuid != self.tagger.model.metadata.model_uuid:
-            raise JobError(f"{self.tagger.model_uri} changed while the job started; rerun")
-        return str(Path(local).resolve())
-
     def finish(self, pending: list[int]) -> list[dict]:
         import json
 
@@ -126,7 +111,7 @@ class SparkJob(Job):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         t = self.tagger
-        spec = (self._model_copy(), t.model_uri, t.version, self.runtime, t.segmenter, t.min_score, t.batch_size)
+        spec = self.worker_spec()
         parts, started = self.parts, time.perf_counter()
         spark = _session(self.master)
         quiet = logging.getLogger("py4j")

@@ -57,15 +57,36 @@ class Article:
     title: str | None = None
 
 
+@dataclass(frozen=True)
+class Spec:
+    """What a worker process (Spark task or local worker) needs to rebuild the job's tagger from a local model copy."""
+
+    model_dir: str
+    model_uri: str
+    version: str | None
+    runtime: str | None
+    segmenter: str
+    min_score: float | None
+    batch_size: int
+    threads: int | None = None
+
+    def build(self) -> "Tagger":
+        tagger = Tagger(self.model_dir, runtime=self.runtime, segmenter=self.segmenter, min_score=self.min_score,
+                        batch_size=self.batch_size, threads=self.threads)
+        tagger.model_uri, tagger.version = self.model_uri, self.version  # rows name the model as the user did
+        return tagger
+
+
 class Tagger:
     def __init__(self, model_uri: str, runtime: str | None = None, segmenter: str = "syntok",
-                 min_score: float | None = None, batch_size: int = 512):
+                 min_score: float | None = None, batch_size: int = 512, threads: int | None = None):
         import mlflow
 
         self.model_uri = model_uri
+        # Only what is set goes to the model: a model logged before `threads` existed still loads.
+        config = {k: v for k, v in {"runtime": runtime, "threads": threads}.items() if v is not None}
         # suppress_warnings: MLflow would scan every installed package against the model's requirements (~0.4 s a start).
-        self.model = mlflow.pyfunc.load_model(model_uri, model_config={"runtime": runtime} if runtime else None,
-                                            suppress_warnings=True)
+        self.model = mlflow.pyfunc.load_model(model_uri, model_config=config or None, suppress_warnings=True)
         self.version = model_version(model_uri)
         self.labels = model_labels(self.model)
         self.schema = rows.schema(self.labels)

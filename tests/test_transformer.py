@@ -123,6 +123,24 @@ def test_tag_with_transformer_and_onnx_runtime(tmp_path, tiny_transformer):
     assert len(rows) == 2 and (rows["model_version"].astype(str) == "1").all()
 
 
+def test_threads_reach_the_runtime_through_the_model_config(tiny_transformer):
+    """`newstag tag --workers` splits the cores through model_config["threads"]: MLflow drops keys a model did
+    not declare at log time, silently for the runtime, so the value is checked where it lands."""
+    import torch
+
+    model = mlflow.pyfunc.load_model(tiny_transformer["model_uri"], model_config={"runtime": "onnx", "threads": 1})
+    session = model.unwrap_python_model().classifier.session
+    assert session.get_session_options().intra_op_num_threads == 1
+    before = torch.get_num_threads()
+    try:
+        mlflow.pyfunc.load_model(tiny_transformer["model_uri"], model_config={"runtime": "torch", "threads": 1})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    default = mlflow.pyfunc.load_model(tiny_transformer["model_uri"], model_config={"runtime": "onnx"})
+    assert default.unwrap_python_model().classifier.session.get_session_options().intra_op_num_threads == 0
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_worker_processes_with_one_thread_each_give_the_same_rows(tmp_path, tiny_transformer, runtime):
     """--workers 2 splits the cores (one intra-op thread a worker) and the chunks; the rows are one process's."""

@@ -136,6 +136,8 @@ class Job:
         if Model.load(local).model_uuid != self.tagger.model.metadata.model_uuid:
             raise JobError(f"{self.tagger.model_uri} changed while the job started; rerun")
         t = self.tagger
+        declared = (t.model.metadata.flavors.get("python_function") or {}).get("config") or {}
+        threads = threads if "threads" in declared else None  # a baseline, or a model logged before threads existed
         return Spec(str(Path(local).resolve()), t.model_uri, t.version, self.runtime, t.segmenter, t.min_score,
                     t.batch_size, threads)
 

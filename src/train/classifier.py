@@ -147,7 +147,7 @@ class BaselineClassifier:
         split, analyze = vectorizer.analyzer == "char_wb", vectorizer.build_analyzer()
         vocabulary = vectorizer.vocabulary_
         cache = self._words.setdefault(id(vectorizer), {}) if split else {}
-        if len(cache) > 2_000_000:  # bounded memory on endless dumps
+        if len(cache) > 500_000:  # bounded memory (~100 MB) on endless dumps
             cache.clear()
         # counts = (documents x distinct units) @ (distinct units x vocabulary), a unit being a word for character
         # n-grams, else the whole string; integer counts in float64, so the product is exact.

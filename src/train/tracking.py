@@ -147,8 +147,9 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
         input_example=example,
         registered_model_name=cfg.tracking.registered_model,
         pip_requirements=_requirements(cfg),
-        # Declared so that `load_model(uri, model_config={"runtime": "onnx"})` may switch runtimes at load time.
-        model_config={"runtime": meta["runtime"]} if "runtime" in meta else None,
+        # Declared so that `load_model(uri, model_config={"runtime": "onnx", "threads": 1})` may switch runtimes and
+        # intra-op threads at load time (MLflow ignores keys a model did not declare).
+        model_config={"runtime": meta["runtime"], "threads": None} if "runtime" in meta else None,
         # Read by `newstag tag` without loading any training code: the default abstention threshold.
         metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score,
                   "context": meta.get("context")},

@@ -138,3 +138,20 @@ def test_a_failed_model_log_keeps_the_trained_files_in_the_run(tiny_config, monk
     cfg = load_config(tiny_config)
     expected = fit(cfg, load_splits(cfg), fresh).predict_proba(texts)
     np.testing.assert_allclose(load(kept).predict_proba(texts), expected, atol=1e-12)
+
+
+def test_a_pipeline_with_an_untrusted_type_is_refused(tmp_path):
+    """Loading never runs arbitrary code: a type outside skops' defaults and our allow-list is refused."""
+    import json
+
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from train.classifier import BaselineClassifier
+
+    sio.dump(Pipeline([("f", FunctionTransformer(func=os.system))]), tmp_path / "pipeline.skops")
+    meta = {"kind": "baseline", "labels": ["claim"], "weights": "pipeline.skops"}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="refusing to load unexpected types.*system"):
+        BaselineClassifier(tmp_path, meta)

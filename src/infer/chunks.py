@@ -97,6 +97,17 @@ class Parts:
         atomic_write(self.path(index, self.fmt), lambda p: p.write_bytes(data))  # the commit
         crash_point(f"chunk-{index}")
 
+    def stats(self, index: int) -> dict:
+        """The counts a committed chunk recorded (for engines whose workers committed it)."""
+        return json.loads(self.path(index, "stats.json").read_text())
+
+    def tag_and_commit(self, tagger: Tagger, index: int, chunk: list[Record]) -> tuple[float, float]:
+        """A worker's task (Spark task or local worker): tag and commit one chunk; returns the segmentation and
+        model seconds it took, for the main process's summary."""
+        before = dict(tagger.seconds)
+        self.commit(index, *tag_chunk(tagger, chunk, self.fmt))
+        return tagger.seconds["segment"] - before["segment"], tagger.seconds["model"] - before["model"]
+
     def committed(self, index: int, chunk: list[Record]) -> dict | None:
         """The stats of a committed chunk holding exactly ``chunk``'s records; None if it must be (re)done."""
         data = self.path(index, self.fmt)

@@ -17,7 +17,7 @@ import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from infer.chunks import Parts, tag_chunk
+from infer.chunks import Parts
 from infer.errors import JobFailed
 from infer.io import Record
 from infer.job import Job
@@ -33,10 +33,7 @@ def _start(spec: Spec) -> None:
 
 
 def _tag(index: int, chunk: list[Record], parts: Parts) -> tuple[float, float]:
-    """A worker's task: tag and commit one chunk; returns its segmentation and model seconds."""
-    before = dict(_TAGGER.seconds)
-    parts.commit(index, *tag_chunk(_TAGGER, chunk, parts.fmt))
-    return _TAGGER.seconds["segment"] - before["segment"], _TAGGER.seconds["model"] - before["model"]
+    return parts.tag_and_commit(_TAGGER, index, chunk)
 
 
 def cores() -> int:
@@ -71,13 +68,11 @@ class PoolJob(Job):
                             "rerun with --resume") from None
 
     def finish(self, pending: list[int]) -> list[dict]:
-        import json
-
         for index in pending:
             segment, model = self._result(index)
             self.tagger.seconds["segment"] += segment  # worker seconds: with N workers, up to N per second of wall
             self.tagger.seconds["model"] += model
-        return [json.loads(self.parts.path(i, "stats.json").read_text()) for i in pending]
+        return [self.parts.stats(i) for i in pending]
 
     def run(self):
         try:

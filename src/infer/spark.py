@@ -22,7 +22,7 @@ import time
 import warnings
 from pathlib import Path
 
-from infer.chunks import Parts, tag_chunk
+from infer.chunks import Parts
 from infer.durable import atomic_write
 from infer.errors import JobError, JobFailed
 from infer.io import Record, error_row
@@ -86,10 +86,7 @@ def _tag_staged(index: int, parts: Parts, spec: Spec) -> tuple[float, float]:
     """A Spark task: tag and commit chunk ``index``; returns its segmentation and model seconds."""
     if spec not in _TAGGERS:
         _TAGGERS[spec] = spec.build()
-    tagger = _TAGGERS[spec]
-    before = dict(tagger.seconds)
-    parts.commit(index, *tag_chunk(tagger, _unstage(parts.path(index, "input.parquet")), parts.fmt))
-    return tagger.seconds["segment"] - before["segment"], tagger.seconds["model"] - before["model"]
+    return parts.tag_and_commit(_TAGGERS[spec], index, _unstage(parts.path(index, "input.parquet")))
 
 
 class SparkJob(Job):
@@ -104,8 +101,6 @@ class SparkJob(Job):
         return None
 
     def finish(self, pending: list[int]) -> list[dict]:
-        import json
-
         if not pending:  # everything committed, or nothing to tag: no JVM needed
             return []
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -126,4 +121,4 @@ class SparkJob(Job):
             spark.stop()
         t.seconds["segment"] += sum(s for s, _ in seconds)
         t.seconds["model"] += time.perf_counter() - started  # wall time of the Spark phase, start-up included
-        return [json.loads(self.parts.path(i, "stats.json").read_text()) for i in pending]
+        return [self.parts.stats(i) for i in pending]

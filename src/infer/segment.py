@@ -52,25 +52,39 @@ class Span:
 # Lines that syntok would split only where any reader would are answered without running syntok (many times
 # faster).  A line qualifies when it holds only plain characters, no brackets and no semicolon (syntok terminals),
 # and every terminal (. ! ?) ends the line, or follows a plain word of two or more letters (not one of syntok's
-# abbreviations, months or roman numerals) or a number and is followed by at most one closing quote (syntok takes
-# no more), a space and a capitalised word.  Every other line goes to syntok.  Checked equal to syntok on the corpus,
-# the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
+# abbreviations, months or roman numerals, and not camel-cased) or a number and is followed by at most one closing
+# quote (syntok takes no more), a space and a capitalised word.  Other lines are cut at such boundaries outside
+# brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to syntok on
+# the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
 _NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3-]")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 _TERMINAL = re.compile(r"[!?]|(?<![0-9])\.|\.(?![0-9])")  # a full stop between digits is a decimal point
 _BOUNDARY = re.compile(r"""(?<![^ \t"'\u2018\u201c])(?P<word>[A-Za-z]{2,}|[0-9]{2,})[.!?](?P<close>["'\u2019\u201d]?)"""
-                       r"""(?=[ \t]+(?P<next>["\u201c\u2018]?[A-Z][a-z]+))""")
+                       r"""(?=[ \t]+(?P<next>["\u201c\u2018]?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[AI](?=[ \t]))))""")
+_CAMEL = re.compile(r"[a-z][A-Z]")
 _SYNTOK_STOPS: set[str] = set()  # syntok's abbreviations, months and roman numerals, filled on first use
+
+
+def _stops() -> set[str]:
+    if not _SYNTOK_STOPS:
+        from syntok._segmentation_states import State
+
+        _SYNTOK_STOPS.update(State.abbreviations, State.months, State.roman_numerals, ("no", "No", "NO"))
+    return _SYNTOK_STOPS
+
+
+def _plain_boundary(m, stops: set[str]) -> bool:
+    """A `_BOUNDARY` where syntok splits: neither word is one of its stops, and the word before the terminal has no
+    lower-to-upper turn, where syntok's tokenizer would cut it ("PayMyTab." ends in its abbreviation "Tab")."""
+    return not (m["word"] in stops or _CAMEL.search(m["word"])
+                or (m["word"][0].isdigit() and m["next"].lstrip("\"\u201c\u2018") in stops))
 
 
 def easy_spans(line: str) -> list[tuple[int, int]] | None:
     """syntok's sentences of a plain line, or None when the line needs syntok itself."""
     if _NOT_PLAIN.search(line) or not _ALNUM.search(line):
         return None
-    if not _SYNTOK_STOPS:
-        from syntok._segmentation_states import State
-
-        _SYNTOK_STOPS.update(State.abbreviations, State.months, State.roman_numerals, ("no", "No", "NO"))
+    stops = _stops()
     spans, start, end = [], len(line) - len(line.lstrip()), len(line.rstrip())
     last = len(line[:end].rstrip("\"'\u2019\u201d"))  # just after the line's final terminal, if it has one
     boundaries = {m.start("close"): m for m in _BOUNDARY.finditer(line)}
@@ -78,7 +92,7 @@ def easy_spans(line: str) -> list[tuple[int, int]] | None:
         if t.end() == last:
             break
         m = boundaries.get(t.end())
-        if m is None or m["word"] in _SYNTOK_STOPS or m["next"].lstrip("\"\u201c\u2018") in _SYNTOK_STOPS:
+        if m is None or not _plain_boundary(m, stops):
             return None
         spans.append((start, m.end()))
         start = m.start("next")
@@ -94,9 +108,38 @@ def syntok_only(line: str) -> Iterator[tuple[int, int]]:
             yield sentence[0].offset, sentence[-1].offset + len(sentence[-1].value)
 
 
+_OPEN = "([{\uff5f\uff5b\uff3b\uff08\ufe5d\ufe5b\ufe59\ufd3e\u301a\u3018\u2985\u2983\u2329"  # syntok's brackets
+_BRACKET = re.compile("[" + re.escape(_OPEN + ")]}\uff60\uff5d\uff3d\uff09\ufe5e\ufe5c\ufe5a\ufd3f\u301b\u3019\u2986\u2984\u232a") + "]")
+
+
+def sure_starts(line: str) -> list[int]:
+    """Where syntok surely starts a sentence in a line that it must read itself: at a `_BOUNDARY` as the fast path
+    takes them, outside brackets (syntok may read bracketed text as part of the sentence around it).  Cutting there
+    lets each piece go to the fast path or to syntok alone, with syntok's own sentences (checked as
+    :func:`easy_spans` is)."""
+    stops, starts, depth = _stops(), [], 0
+    brackets = _BRACKET.finditer(line)
+    bracket = next(brackets, None)
+    for m in _BOUNDARY.finditer(line):
+        while bracket is not None and bracket.start() < m.start():
+            depth = depth + 1 if bracket.group() in _OPEN else max(0, depth - 1)
+            bracket = next(brackets, None)
+        if not depth and _plain_boundary(m, stops):
+            starts.append(m.start("next"))
+    return starts
+
+
 def _syntok(line: str) -> Iterator[tuple[int, int]]:
     easy = easy_spans(line)
-    return iter(easy) if easy is not None else syntok_only(line)
+    if easy is not None:
+        yield from easy
+        return
+    cuts = [0, *sure_starts(line), len(line)]
+    for a, b in zip(cuts, cuts[1:]):
+        piece = line[a:b]
+        spans = easy_spans(piece)
+        for start, end in spans if spans is not None else syntok_only(piece):
+            yield a + start, a + end
 
 
 def _blingfire(line: str) -> Iterator[tuple[int, int]]:

@@ -110,6 +110,11 @@ class BaselineClassifier:
             self.pipeline = sio.load(path, trusted=sorted(SKOPS_ALLOWED))
         except sio.exceptions.UntrustedTypesFoundException as err:
             raise ValueError(f"{path}: refusing to load unexpected types ({err})") from None
+        if meta.get("vocabularies"):  # kept apart from skops since 2026-12 (baseline.save); older models hold them
+            vocabularies = json.loads((model_dir / meta["vocabularies"]).read_text(encoding="utf-8"))
+            for name, vectorizer, _ in self.pipeline[0].transformers_:
+                if name in vocabularies:
+                    vectorizer.vocabulary_ = dict(zip(vocabularies[name], range(len(vocabularies[name]))))
         self.labels = tuple(meta["labels"])
         self.context = meta.get("context") or {}
         # The pipeline's class order is alphabetical; map it onto the model's label order once.

@@ -36,15 +36,18 @@ def make_dump(path: Path, n: int, sentences: list[str], lengths: tuple[int, int]
             fh.write(json.dumps({"id": f"bench-{i:07d}", "title": f"Story {i}", "text": text}) + "\n")
 
 
-def run(dump: Path, output: Path, model: str, runtime: str | None, *options: str) -> tuple[dict, float]:
-    """Summary and peak RSS (MiB, the largest single process: with --workers, the main one or a worker)."""
+def run(dump: Path, output: Path, model: str, runtime: str | None, *options: str) -> dict:
+    """The job's summary, plus ``peak_mib`` (the largest single process: with --workers, the main one or a worker)
+    and ``wall_seconds`` (the whole process: start-up and model load included)."""
     command = ["/usr/bin/time", "-v", str(BIN / "newstag"), "tag", str(dump), "-o", str(output),
                "--model", model, "--no-progress", *options] + (["--runtime", runtime] if runtime else [])
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode not in (0, 3):
         raise SystemExit(proc.stderr)
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return json.loads(proc.stdout.strip().splitlines()[-1]), peak_kb / 1024
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr).groups(default="0")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "peak_mib": peak_kb / 1024,
+            "wall_seconds": int(wall[0]) * 3600 + int(wall[1]) * 60 + float(wall[2])}
 
 
 def train_baseline(store: Path) -> str:
@@ -80,9 +83,9 @@ def main() -> None:
             dump = Path(tmp) / f"dump-{n}.jsonl"
             make_dump(dump, n, sentences, tuple(args.sentences))
             runs = [run(dump, Path(tmp) / f"out-{n}.parquet", model, args.runtime) for _ in range(args.repeats)]
-            s = {k: statistics.median(r[0][k] for r in runs)
-                 for k in ("sentences", "seconds", "read_seconds", "segment_seconds", "model_seconds", "write_seconds")}
-            peak = statistics.median(p for _, p in runs)
+            s = {k: statistics.median(r[k] for r in runs) for k in ("sentences", "seconds", "read_seconds",
+                                                                   "segment_seconds", "model_seconds", "write_seconds")}
+            peak = statistics.median(r["peak_mib"] for r in runs)
             base = base or peak
             share = [s[f"{k}_seconds"] / s["seconds"] for k in ("read", "segment", "model", "write")]
             print(f"| {n:,} | {s['sentences']:,} | {s['seconds']:.1f} | {n / s['seconds']:,.0f} "

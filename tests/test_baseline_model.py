@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.compose import ColumnTransformer
 from conftest import TINY
 
 from train.classifier import load
@@ -85,11 +86,15 @@ def test_fast_features_equal_scikit_learns_exactly(trained):
     clf = load(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
     inputs = with_context(frame, **clf.context)
     assert clf.context["window"] and clf.context["title"]
-    reference = clf.pipeline[:-1].transform(inputs)
+    from scipy import sparse
+
+    # scikit-learn's own ColumnTransformer arithmetic: each block's transform, times its weight, side by side
+    reference = sparse.hstack([v.transform(inputs[column]) * w if w is not None else v.transform(inputs[column])
+                               for _, v, column, w in clf.blocks]).tocsr()
     for _ in range(2):  # cold, then warm
         ours = clf.features(inputs)
         assert ours.shape == reference.shape and (ours != reference).nnz == 0
-    np.testing.assert_array_equal(clf.predict_proba(frame), clf.pipeline.predict_proba(inputs)[:, clf._order])
+    np.testing.assert_array_equal(clf.predict_proba(frame), clf.estimator.predict_proba(reference)[:, clf._order])
 
 
 def test_dataframe_input_returns_one_row_per_sentence(trained):
@@ -110,7 +115,7 @@ def test_loads_without_pickle(trained):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "2"
     files = os.listdir(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
-    assert {"pipeline.skops", "vocabularies.json"} <= set(files)
+    assert {"baseline.json", "baseline.npz"} <= set(files)
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
 
 
@@ -158,30 +163,51 @@ def test_a_pipeline_with_an_untrusted_type_is_refused(tmp_path):
         BaselineClassifier(tmp_path, meta)
 
 
-def test_vocabularies_live_outside_skops_and_older_models_still_load(trained, tmp_path):
-    """The skops file holds no vocabulary (a 930k-term model took 20 s to load with them); the terms come back from
-    vocabularies.json in column order, and a model logged before the split (terms inside skops) predicts the same."""
-    import json
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_plain_files_rebuild_the_fitted_pipeline_exactly(tiny_config, tmp_path, calibrate):
+    """A model is saved as JSON + npz (no pickle, no skops) and predicts exactly what the fitted pipeline does,
+    calibrated (three sigmoid-calibrated folds) or not; the files hold numbers and strings only."""
+    from train import baseline
+    from train.classifier import BaselineClassifier, with_context
+    from train.config import load_config
+    from train.data import load_splits
+
+    cfg = load_config(tiny_config, [f"model.calibrate={str(calibrate).lower()}"])
+    train = load_splits(cfg).train
+    context = {"window": 1, "title": True}
+    pipeline = baseline.build(cfg.model, cfg.seed, context).fit(with_context(train, **context), train["label"])
+    meta = {"labels": list(cfg.labels), "context": context, **baseline.save(pipeline, tmp_path)}
+    assert sorted(os.listdir(tmp_path)) == ["baseline.json", "baseline.npz"]
+    frame = pd.read_json(TINY, lines=True).assign(article_id=lambda f: [f"a{i // 4}" for i in range(len(f))])
+    expected = pipeline.predict_proba(with_context(frame, **context))
+    clf = BaselineClassifier(tmp_path, meta)
+    order = [list(pipeline.classes_).index(label) for label in cfg.labels]
+    np.testing.assert_array_equal(clf.predict_proba(frame), expected[:, order])
+    assert not np.allclose(expected, expected.mean(axis=0))  # the model does tell sentences apart
+
+
+def test_a_model_logged_as_a_skops_pipeline_still_loads(trained, tmp_path):
+    """Models logged before the plain-file format (one skops pipeline) load and predict as the same model saved as
+    plain files."""
     import shutil
 
     import skops.io as sio
+    from sklearn.pipeline import Pipeline
 
-    from train.classifier import SKOPS_ALLOWED, read_meta, write_meta
+    from train.classifier import read_meta, write_meta
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model")
-    bare = sio.load(os.path.join(model_dir, "pipeline.skops"), trusted=sorted(SKOPS_ALLOWED))
-    assert not [name for name, v, _ in bare[0].transformers_ if hasattr(v, "vocabulary_")]
     clf = load(model_dir)
-    terms = json.loads(open(os.path.join(model_dir, "vocabularies.json"), encoding="utf-8").read())
-    for name, vectorizer, _ in clf.pipeline[0].transformers_:
-        if name != "remainder":
-            assert vectorizer.vocabulary_ == {term: i for i, term in enumerate(terms[name])} and terms[name]
     older = tmp_path / "older"
     shutil.copytree(model_dir, older)
-    (older / "vocabularies.json").unlink()
-    sio.dump(clf.pipeline, older / "pipeline.skops")
+    for name in ("baseline.json", "baseline.npz"):
+        (older / name).unlink()
+    columns = ColumnTransformer([(name, v, column) for name, v, column, _ in clf.blocks],
+                                transformer_weights={name: w for name, _, _, w in clf.blocks if w is not None} or None)
+    columns.transformers_ = columns.transformers
+    sio.dump(Pipeline([("features", columns), ("clf", clf.estimator)]), older / "pipeline.skops")
     meta = read_meta(older)
-    del meta["vocabularies"]
-    write_meta(older, meta)
+    del meta["spec"]
+    write_meta(older, {**meta, "weights": "pipeline.skops"})
     frame = pd.read_json(TINY, lines=True)
     np.testing.assert_array_equal(load(older).predict_proba(frame), clf.predict_proba(frame))

@@ -43,6 +43,6 @@ def test_a_broken_model_is_an_internal_error_with_its_traceback(trained, tmp_pat
     """A logged model that lost a file is not the user's doing: traceback, exit 1 (it used to read as exit 2)."""
     broken = tmp_path / "model"
     shutil.copytree(mlflow.artifacts.download_artifacts(trained["model_uri"]), broken)
-    (broken / "artifacts" / "model" / "pipeline.skops").unlink()
+    (broken / "artifacts" / "model" / "baseline.npz").unlink()
     proc = run_cli("evaluate", "--model", broken, "--data", TINY)
-    assert proc.returncode == 1 and "Traceback" in proc.stderr and "pipeline.skops" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "baseline.npz" in proc.stderr, proc.stderr

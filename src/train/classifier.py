@@ -1,8 +1,9 @@
 """The one classifier interface and the MLflow pyfunc that wraps it (a models-from-code file).
 
 MLflow copies this file into every logged model, so it imports nothing from the project: a model directory
-(``meta.json`` + skops pipeline, or safetensors encoder + tokenizer + head) is everything inference needs.
-Nothing here unpickles: skops loads only an explicit allow-list of types, torch weights are safetensors.
+(``meta.json`` + TF-IDF terms and weights as JSON and npz, or safetensors encoder + tokenizer + head) is everything
+inference needs.  Nothing here unpickles: arrays load with ``allow_pickle=False``, older baselines through skops
+with an explicit allow-list of types, torch weights are safetensors.
 Both kinds expose ``labels`` and ``predict_proba(texts)``; the trainers evaluate through this same code, so
 what is scored is exactly what is logged.
 """
@@ -18,7 +19,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 META = "meta.json"
-# Types skops does not trust by default that our own pipelines contain (probability calibration).
+# Types skops does not trust by default that older baselines (skops pipelines) contain (probability calibration).
 SKOPS_ALLOWED = {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 
@@ -98,49 +99,92 @@ _ANALYSIS = ("input", "encoding", "decode_error", "strip_accents", "lowercase", 
              "stop_words", "token_pattern", "ngram_range", "analyzer")
 
 
+def _skops_parts(model_dir: Path, meta: dict):
+    import skops.io as sio
+
+    path = model_dir / meta["weights"]
+    # One pass: skops refuses any type outside its defaults and our allow-list.
+    try:
+        pipeline = sio.load(path, trusted=sorted(SKOPS_ALLOWED))
+    except sio.exceptions.UntrustedTypesFoundException as err:
+        raise ValueError(f"{path}: refusing to load unexpected types ({err})") from None
+    columns = pipeline[0]
+    weights = columns.transformer_weights or {}
+    return [(n, v, c, weights.get(n)) for n, v, c in columns.transformers_ if n != "remainder"], pipeline[-1]
+
+
+def _plain_parts(model_dir: Path, meta: dict):
+    """scikit-learn objects rebuilt from ``baseline.json`` and ``baseline.npz`` (numbers only: no pickle)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    spec = json.loads((model_dir / meta["spec"]).read_text(encoding="utf-8"))
+    with np.load(model_dir / meta["weights"], allow_pickle=False) as npz:
+        arrays = dict(npz)
+    blocks = []
+    for block in spec["blocks"]:
+        params = {**block["params"], "ngram_range": tuple(block["params"]["ngram_range"]),
+                  "dtype": np.dtype(block["params"]["dtype"]).type}
+        vectorizer = TfidfVectorizer(**params)
+        vectorizer.vocabulary_ = dict(zip(block["terms"], range(len(block["terms"]))))
+        vectorizer.idf_ = arrays[f"idf.{block['name']}"]
+        vectorizer._tfidf.n_features_in_ = len(block["terms"])
+        blocks.append((block["name"], vectorizer, block["column"], block["weight"]))
+    classes = np.array(spec["classes"])
+    members = []
+    for k in range(spec["members"]):
+        linear = LogisticRegression()
+        linear.classes_, linear.coef_, linear.intercept_ = classes, arrays[f"coef.{k}"], arrays[f"intercept.{k}"]
+        linear.n_features_in_ = linear.coef_.shape[1]
+        members.append(linear)
+    if spec["calibration"] is None:
+        return blocks, members[0]
+    from sklearn.calibration import CalibratedClassifierCV, _CalibratedClassifier, _SigmoidCalibration
+
+    def sigmoid(a: float, b: float) -> _SigmoidCalibration:
+        calibrator = _SigmoidCalibration()
+        calibrator.a_, calibrator.b_ = a, b
+        return calibrator
+
+    estimator = CalibratedClassifierCV(LogisticRegression(), method="sigmoid")
+    estimator.classes_ = classes
+    estimator.calibrated_classifiers_ = [
+        _CalibratedClassifier(member, [sigmoid(a, b) for a, b in zip(arrays[f"sigmoid_a.{k}"], arrays[f"sigmoid_b.{k}"])],
+                              classes=classes, method="sigmoid") for k, member in enumerate(members)]
+    return blocks, estimator
+
+
 class BaselineClassifier:
+    """TF-IDF blocks (name, vectorizer, column, weight) and a linear classifier, from plain files
+    (``baseline.save``) or, for models logged before 2026-12, a skops pipeline."""
+
     # One runtime (scikit-learn) and one thread: `threads` is accepted for the common loader signature.
     def __init__(self, model_dir: Path, meta: dict, runtime: str | None = None, threads: int | None = None):
-        import skops.io as sio
-
-        path = model_dir / meta["weights"]
-        # One pass: skops refuses any type outside its defaults and our allow-list.  (Listing the untrusted types
-        # first, with get_untrusted_types, walks the whole file a second time: half of a 30-second load.)
-        try:
-            self.pipeline = sio.load(path, trusted=sorted(SKOPS_ALLOWED))
-        except sio.exceptions.UntrustedTypesFoundException as err:
-            raise ValueError(f"{path}: refusing to load unexpected types ({err})") from None
-        if meta.get("vocabularies"):  # kept apart from skops since 2026-12 (baseline.save); older models hold them
-            vocabularies = json.loads((model_dir / meta["vocabularies"]).read_text(encoding="utf-8"))
-            for name, vectorizer, _ in self.pipeline[0].transformers_:
-                if name in vocabularies:
-                    vectorizer.vocabulary_ = dict(zip(vocabularies[name], range(len(vocabularies[name]))))
+        loader = _skops_parts if meta["weights"].endswith(".skops") else _plain_parts
+        self.blocks, self.estimator = loader(model_dir, meta)
         self.labels = tuple(meta["labels"])
         self.context = meta.get("context") or {}
-        # The pipeline's class order is alphabetical; map it onto the model's label order once.
-        self._order = [list(self.pipeline.classes_).index(label) for label in self.labels]
+        # The classifier's class order is alphabetical; map it onto the model's label order once.
+        self._order = [list(self.estimator.classes_).index(label) for label in self.labels]
         self._words: dict[int, dict[str, np.ndarray]] = {}  # per char_wb vectorizer: word -> in-vocabulary columns
 
     def predict_proba(self, inputs) -> np.ndarray:
         frame = with_context(inputs, **self.context)
         if frame.empty:
             return np.zeros((0, len(self.labels)))
-        return self.pipeline[-1].predict_proba(self.features(frame))[:, self._order]
+        return self.estimator.predict_proba(self.features(frame))[:, self._order]
 
     def features(self, frame: pd.DataFrame):
-        """``pipeline[:-1].transform(frame)``, exactly, in half the time.  scikit-learn analyses every string of
-        every block anew; here a string is analysed once for all blocks that analyse alike (a sentence is the
+        """scikit-learn's ColumnTransformer output, exactly, in half the time.  scikit-learn analyses every string
+        of every block anew; here a string is analysed once for all blocks that analyse alike (a sentence is the
         target of one row and the context of its neighbours), and the character n-grams of a word, which never
         cross words, once per process."""
         from scipy import sparse
 
-        columns, analysed = self.pipeline[0], {}
+        analysed = {}
         blocks = []
-        for name, vectorizer, column in columns.transformers_:
-            if name == "remainder":
-                continue
+        for _, vectorizer, column, weight in self.blocks:
             block = self._tfidf(vectorizer, frame[column].tolist(), analysed)
-            weight = (columns.transformer_weights or {}).get(name)
             blocks.append(block * weight if weight is not None else block)
         return sparse.hstack(blocks).tocsr()
 

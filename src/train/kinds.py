@@ -94,7 +94,7 @@ class TransformerModel(Strict):
 
 
 register(Kind("baseline", BaselineModel, "train.baseline:fit", classifier.BaselineClassifier,
-              requirements=("scikit-learn", "skops")))
+              requirements=("scikit-learn",)))
 register(Kind("transformer", TransformerModel, "train.transformer:fit", classifier.TransformerClassifier,
               requirements=("torch", "transformers", "safetensors", "onnxruntime"), runtimes=classifier.RUNTIMES))
 

@@ -9,6 +9,7 @@ selectable because they trade accuracy for speed differently.
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 from dataclasses import dataclass
@@ -56,13 +57,18 @@ class Span:
 # quote (syntok takes no more), a space and a capitalised word.  Other lines are cut at such boundaries outside
 # brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to syntok on
 # the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
-_NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3-]")
+_NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3()-]")
+# A bracket syntok steps over: short, no terminal inside (so no "inner sentence"), followed by a word or a comma, or
+# by the line's final terminal.
+_PAREN = re.compile(r"""\([^()\[\]{}.!?]{0,58}\)(?=[ \t]*[A-Za-z0-9,]|[.!?]?["'\u2019\u201d]*[ \t]*$)""")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 _TERMINAL = re.compile(r"[!?]|(?<![0-9])\.|\.(?![0-9])")  # a full stop between digits is a decimal point
 _BOUNDARY = re.compile(r"""(?<![^ \t"'\u2018\u201c])(?P<word>[A-Za-z]{2,}|[0-9]{2,})[.!?](?P<close>["'\u2019\u201d]?)"""
                        r"""(?=[ \t]+(?P<next>["\u201c\u2018]?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[AI](?=[ \t]))))""")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _SYNTOK_STOPS: set[str] = set()  # syntok's abbreviations, months and roman numerals, filled on first use
+_ABBREVIATIONS: set[str] = set()
+_STARTERS: set[str] = set()
 
 
 def _stops() -> set[str]:
@@ -70,6 +76,8 @@ def _stops() -> set[str]:
         from syntok._segmentation_states import State
 
         _SYNTOK_STOPS.update(State.abbreviations, State.months, State.roman_numerals, ("no", "No", "NO"))
+        _ABBREVIATIONS.update(State.abbreviations)
+        _STARTERS.update(State.starters)
     return _SYNTOK_STOPS
 
 
@@ -78,6 +86,14 @@ def _plain_boundary(m, stops: set[str]) -> bool:
     lower-to-upper turn, where syntok's tokenizer would cut it ("PayMyTab." ends in its abbreviation "Tab")."""
     return not (m["word"] in stops or _CAMEL.search(m["word"])
                 or (m["word"][0].isdigit() and m["next"].lstrip("\"\u201c\u2018") in stops))
+
+
+def _abbreviation(m) -> bool:
+    """A `_BOUNDARY` where syntok does not split: one of its abbreviations ("Mr", "Gen", "Inc"), no closing quote,
+    then a capitalised word that is not one of its sentence starters ("The", "He")."""
+    _stops()
+    return (m["word"] in _ABBREVIATIONS and not m["close"] and m["next"][0].isalpha() and m["next"][1:].islower()
+            and m["next"] not in _STARTERS)
 
 
 def easy_spans(line: str) -> list[tuple[int, int]] | None:
@@ -92,11 +108,21 @@ def easy_spans(line: str) -> list[tuple[int, int]] | None:
         if t.end() == last:
             break
         m = boundaries.get(t.end())
+        if m is not None and _abbreviation(m):
+            continue  # "Mr. Smith": syntok reads on
         if m is None or not _plain_boundary(m, stops):
             return None
         spans.append((start, m.end()))
         start = m.start("next")
     spans.append((start, end))
+    if "(" in line or ")" in line:
+        parens = [p.start() for p in _PAREN.finditer(line)]
+        if not len(parens) == line.count("(") == line.count(")"):
+            return None
+        starts = [a for a, _ in spans]
+        # Past its sentence's first two words syntok is inside a sentence, where such a bracket changes nothing.
+        if any(len(line[starts[bisect.bisect_right(starts, p) - 1]:p].split()) < 2 for p in parens):
+            return None
     return spans
 
 
@@ -129,7 +155,8 @@ def sure_starts(line: str) -> list[int]:
     return starts
 
 
-def _syntok(line: str) -> Iterator[tuple[int, int]]:
+def syntok_spans(line: str) -> Iterator[tuple[int, int]]:
+    """syntok's sentences of a line: the fast path's, else syntok's on each piece between sure starts."""
     easy = easy_spans(line)
     if easy is not None:
         yield from easy
@@ -157,7 +184,7 @@ def _pysbd(line: str) -> Iterator[tuple[int, int]]:
 
 
 _SPLITTERS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
-    "syntok": _syntok,
+    "syntok": syntok_spans,
     "blingfire": _blingfire,
     "pysbd": _pysbd,
 }

@@ -32,11 +32,12 @@ def make_folder(d, files=4, per_file=30):
     return d
 
 
-def tag(src, out, *extra, crash=None):
-    """Run from the folder above, so errors name sources the same way in every test (``in/b.jsonl``)."""
+def tag(src, out, *extra, crash=None, timeout=600):
+    """Run from the folder above, so errors name sources the same way in every test (``in/b.jsonl``).  One process
+    unless `extra` says ``--workers N`` (the last flag wins): crash points fall in the process that reaches them."""
     assert out.parent == src.parent
-    return run_cli("tag", src.name, "-o", out.name, "--model", MODEL, "--chunk-size", CHUNK, *extra, cwd=src.parent,
-                   env={"NEWSTAG_CRASH_AT": crash} if crash else None)
+    return run_cli("tag", src.name, "-o", out.name, "--model", MODEL, "--chunk-size", CHUNK, "--workers", "1", *extra,
+                   cwd=src.parent, env={"NEWSTAG_CRASH_AT": crash} if crash else None, timeout=timeout)
 
 
 def outputs(out):
@@ -190,6 +191,19 @@ def test_a_killed_worker_fails_the_job_and_resume_equals_uninterrupted(tmp_path,
     assert "a worker process died" in proc.stderr and "Traceback" not in proc.stderr
     committed = sorted(p.name for p in (tmp_path / "out.jsonl.parts").glob("chunk-*.jsonl"))
     assert "chunk-000003.jsonl" in committed and not out.exists()
+    proc = tag(src, out, "--resume", "--workers", "2")
+    assert proc.returncode == 3, proc.stderr
+    assert_same(out, reference)
+
+
+@pytest.mark.slow
+def test_workers_end_with_a_killed_main_process_and_resume_equals_uninterrupted(tmp_path, reference):
+    """The main process is killed with -9 while its workers are alive (idle, before the merge): they must end on
+    their own, or they would tag on as orphans and hold the job's output pipes open (this call would time out)."""
+    src = make_folder(tmp_path / "in")
+    out = tmp_path / "out.jsonl"
+    proc = tag(src, out, "--workers", "2", crash="merge", timeout=60)
+    assert proc.returncode == -9, proc.stderr
     proc = tag(src, out, "--resume", "--workers", "2")
     assert proc.returncode == 3, proc.stderr
     assert_same(out, reference)

@@ -124,6 +124,23 @@ def test_bad_numbers_are_usage_errors(tmp_path):
         assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr, (flag, proc.stderr)
 
 
+def test_workers_default_to_one_a_core_for_the_baseline(tmp_path, trained):
+    """The baseline computes on one thread, so `--workers auto` (the default) runs one process a core; the rows are
+    the one-process job's."""
+    from infer.pool import cores
+
+    src = tmp_path / "dump.jsonl"
+    write_jsonl(src, ARTICLES)
+    outs = []
+    for workers, expected in (([], cores()), (["--workers", "1"], 1)):
+        out = tmp_path / f"o{expected}.jsonl"
+        proc = run_cli("tag", src, "-o", out, "--model", "models:/newstag-test@champion", "--chunk-size", "1", *workers,
+                       check=True)
+        assert last_json(proc.stdout)["workers"] == expected
+        outs.append(pd.read_json(out, lines=True))
+    pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
 def test_workers_with_the_spark_engine_is_a_usage_error(tmp_path):
     src = tmp_path / "dump.jsonl"
     write_jsonl(src, ARTICLES)

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, run_cli, tiny_transformer_config
+from conftest import TINY, last_json, run_cli, tiny_transformer_config
 
 pytest.importorskip("torch")
 TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
@@ -143,15 +143,17 @@ def test_threads_reach_the_runtime_through_the_model_config(tiny_transformer):
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_worker_processes_with_one_thread_each_give_the_same_rows(tmp_path, tiny_transformer, runtime):
-    """--workers 2 splits the cores (one intra-op thread a worker) and the chunks; the rows are one process's."""
+    """--workers 2 splits the cores (one intra-op thread a worker) and the chunks; the rows are one process's, which
+    is what the default runs for a transformer."""
     src = tmp_path / "d.jsonl"
     src.write_text("".join(json.dumps({"id": f"a{i}", "title": "Council vote", "text": f"{TEXTS[i % len(TEXTS)]} "
                                        f"{TEXTS[(i + 3) % len(TEXTS)]}"}) + "\n" for i in range(12)))
     outs = []
-    for workers in ("1", "2"):
-        out = tmp_path / f"o{workers}.jsonl"
-        run_cli("tag", src, "-o", out, "--model", "models:/newstag-tiny-transformer@candidate", "--runtime", runtime,
-                "--chunk-size", "5", "--workers", workers, check=True)
+    for workers in ([], ["--workers", "2"]):  # the default (auto) is one process for a transformer
+        out = tmp_path / f"o{len(workers)}.jsonl"
+        proc = run_cli("tag", src, "-o", out, "--model", "models:/newstag-tiny-transformer@candidate", "--runtime",
+                       runtime, "--chunk-size", "5", *workers, check=True)
+        assert last_json(proc.stdout)["workers"] == (2 if workers else 1)
         outs.append(pd.read_json(out, lines=True))
     assert len(outs[0]) == 24 and outs[0]["article_id"].tolist() == outs[1]["article_id"].tolist()
     pd.testing.assert_frame_equal(outs[0], outs[1], check_exact=False, rtol=0, atol=1e-6)

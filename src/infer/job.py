@@ -43,6 +43,7 @@ class Summary:
     segment_seconds: float = 0.0
     model_seconds: float = 0.0
     write_seconds: float = 0.0
+    workers: int = 1  # local processes that tagged (``--workers``)
 
     def add(self, other: dict) -> None:
         for key in ("articles_read", "articles_tagged", "skipped", "sentences"):
@@ -73,6 +74,8 @@ def output_format(output: Path, fmt: str | None) -> str:
 
 
 class Job:
+    workers = 1  # processes that tag: here the main process itself; the pool sets its own
+
     def __init__(self, inputs: list[str], output: str, tagger: Tagger, fmt: str | None = None,
                  chunk_size: int = 1000, resume: bool = False, max_chars: int = MAX_CHARS, progress: bool | None = None,
                  runtime: str | None = None):
@@ -136,8 +139,7 @@ class Job:
         if Model.load(local).model_uuid != self.tagger.model.metadata.model_uuid:
             raise JobError(f"{self.tagger.model_uri} changed while the job started; rerun")
         t = self.tagger
-        declared = (t.model.metadata.flavors.get("python_function") or {}).get("config") or {}
-        threads = threads if "threads" in declared else None  # a baseline, or a model logged before threads existed
+        threads = threads if "threads" in t.settable else None  # a baseline, or a model logged before threads existed
         return Spec(str(Path(local).resolve()), t.model_uri, t.version, self.runtime, t.segmenter, t.min_score,
                     t.batch_size, threads)
 
@@ -189,6 +191,7 @@ class Job:
             summary.add(stats)
         summary.segment_seconds = self.tagger.seconds["segment"]
         summary.model_seconds = self.tagger.seconds["model"]
+        summary.workers = self.workers
         t0 = time.perf_counter()
         self._merge(count)
         summary.write_seconds = self.write_seconds + time.perf_counter() - t0

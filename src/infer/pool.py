@@ -14,6 +14,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -26,10 +28,19 @@ from infer.tagger import Spec, Tagger
 _TAGGER: Tagger | None = None  # the worker's own tagger, built once by _start
 
 
-def _start(spec: Spec) -> None:
+def _start(spec: Spec, parent: int) -> None:
     global _TAGGER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it stops the workers
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     _TAGGER = spec.build()
+
+
+def _exit_with(parent: int) -> None:
+    """A worker ends within a second of its main process (killed with -9, it cannot stop them), instead of
+    tagging on as an orphan and holding the job's output pipes open."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _tag(index: int, chunk: list[Record], parts: Parts) -> tuple[float, float]:
@@ -53,7 +64,7 @@ class PoolJob(Job):
             # (runtime thread pools do not survive a fork, so the main process's model is never used there).
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
                                             initializer=_start,
-                                            initargs=(self.worker_spec(max(1, cores() // self.workers)),))
+                                            initargs=(self.worker_spec(max(1, cores() // self.workers)), os.getpid()))
         self.futures[index] = self.pool.submit(_tag, index, chunk, self.parts)
         running = [i for i, f in self.futures.items() if not f.done()]
         if len(running) > 2 * self.workers:

@@ -97,6 +97,18 @@ class Tagger:
         self.batch_size = batch_size
         self.seconds = {"segment": 0.0, "model": 0.0}  # where tagging time goes, for summaries and benchmarks
 
+    @property
+    def settable(self) -> dict:
+        """What the model lets ``load_model(model_config=...)`` set: its runtime (and intra-op threads, since
+        2026-12) for a transformer, nothing for the baseline, which computes on one thread."""
+        return (self.model.metadata.flavors.get("python_function") or {}).get("config") or {}
+
+    def auto_workers(self) -> int:
+        """``--workers auto``: one process a core for a one-thread model, else one (its runtime uses every core)."""
+        from infer.pool import cores
+
+        return 1 if self.settable else cores()
+
     def predict(self, inputs: pd.DataFrame) -> pd.DataFrame:
         """Model outputs for `inputs` (text, article_id, sentence_index, title; at least one row), in order.
 

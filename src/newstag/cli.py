@@ -52,21 +52,22 @@ def cmd_tag(args) -> int:
     from infer.job import EXIT_OK, EXIT_SKIPPED, Job, JobError
 
     engine, extra = Job, {}
-    if args.engine == "spark" and args.workers > 1:
+    if args.engine == "spark" and args.workers not in ("auto", 1):
         raise JobError("--workers is for the local engine; Spark's parallelism is --spark-master, e.g. local[4]")
     if args.engine == "spark":
         from infer.spark import SparkJob, check_environment
 
         check_environment()  # before loading the model: a missing JVM is reported at once
         engine, extra = SparkJob, {"master": args.spark_master}
-    elif args.workers > 1:
-        from infer.pool import PoolJob
-
-        engine, extra = PoolJob, {"workers": args.workers}
     from infer.tagger import Tagger
 
     tagger = Tagger(args.model, runtime=args.runtime, segmenter=args.segmenter, min_score=args.min_score,
                     batch_size=args.batch_size)
+    workers = tagger.auto_workers() if args.workers == "auto" else args.workers
+    if args.engine == "local" and workers > 1:
+        from infer.pool import PoolJob
+
+        engine, extra = PoolJob, {"workers": workers}
     job = engine(args.inputs, args.output, tagger, fmt=args.format, chunk_size=args.chunk_size, resume=args.resume,
                  max_chars=args.max_chars, progress=False if args.no_progress else None, runtime=args.runtime, **extra)
     summary = job.run()
@@ -134,6 +135,10 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def _workers(value: str) -> int | str:
+    return value if value == "auto" else _positive(value)
+
+
 def _positive(value: str) -> int:
     try:
         number = int(value)
@@ -191,8 +196,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
     g.add_argument("--max-chars", type=_positive, default=200_000, help="longer articles are skipped as errors")
     g.add_argument("--engine", choices=("local", "spark"), default="local")
-    g.add_argument("--workers", type=_positive, default=1,
-                   help="local engine: tag chunks in N processes (one model each; README \"Tag\")")
+    g.add_argument("--workers", type=_workers, default="auto",
+                   help="local engine: tag chunks in N processes, one model each (default auto: one a core for "
+                        "single-threaded models such as the baseline, else 1; README \"Tag\")")
     g.add_argument("--spark-master", default="local[*]", help="Spark master URL for --engine spark")
     g.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     g.set_defaults(func=cmd_tag)

@@ -110,6 +110,9 @@ def test_syntok_fast_path_equals_syntok():
     "(AP) The firm rose. Then it fell.", "He said (a) and (b) it fell. Then (c) came.", "Mr. Smith left. Then Mr. The.",
     "The firm (Reuters reported it first and the story was later confirmed by the firm) rose. Then it fell.",
     "Shares of Apple Inc. Chief rose. Apple Inc. The firm said so. Gen. Musa (ret.) spoke.", "It fell (sharply)). Then.",
+    "It was years ago. The firm said so. It happened in May. Police said so.", "He came in Jan. Smith said.",
+    "It was in mar. Police said so.", "In the U.S. The officials said so. In the U.S. Officials said so. Then it rose.",
+    "At 10 a.m. Then it rose. At 10 a.m. The firm rose. He met U.N. staff.", "The U.S. AIG unit fell. It was the U.S.",
 ])
 def test_syntok_fast_path_tricky_lines(line):
     from infer.segment import easy_spans, syntok_only, syntok_spans

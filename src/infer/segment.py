@@ -53,8 +53,9 @@ class Span:
 # Lines that syntok would split only where any reader would are answered without running syntok (many times
 # faster).  A line qualifies when it holds only plain characters, no brackets and no semicolon (syntok terminals),
 # and every terminal (. ! ?) ends the line, or follows a plain word of two or more letters (not one of syntok's
-# abbreviations, months or roman numerals, and not camel-cased) or a number and is followed by at most one closing
-# quote (syntok takes no more), a space and a capitalised word.  Other lines are cut at such boundaries outside
+# abbreviations or roman numerals, and not camel-cased) or a number and is followed by at most one closing quote
+# (syntok takes no more), a space and a capitalised word; where syntok reads on after an abbreviation ("Mr.
+# Smith", "the U.S. economy") or steps over a short bracket, so does the fast path.  Other lines are cut at such boundaries outside
 # brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to syntok on
 # the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
 _NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3()-]")
@@ -66,32 +67,39 @@ _TERMINAL = re.compile(r"[!?]|(?<![0-9])\.|\.(?![0-9])")  # a full stop between 
 _BOUNDARY = re.compile(r"""(?<![^ \t"'\u2018\u201c])(?P<word>[A-Za-z]{2,}|[0-9]{2,})[.!?](?P<close>["'\u2019\u201d]?)"""
                        r"""(?=[ \t]+(?P<next>["\u201c\u2018]?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[AI](?=[ \t]))))""")
 _CAMEL = re.compile(r"[a-z][A-Z]")
-_SYNTOK_STOPS: set[str] = set()  # syntok's abbreviations, months and roman numerals, filled on first use
+# A dotted abbreviation ("U.S.", "a.m.", "D.C.") followed by a word that syntok's tokenizer keeps whole, or ending
+# the line.  syntok does not split after such a token unless the next word is one of its sentence starters.
+_DOTTED = re.compile(r"""(?<![^ \t"'\u2018\u201c(])(?:[A-Za-z]\.)+[A-Za-z]\."""
+                     r"""(?:(?=[ \t]+(?P<next>[A-Za-z][a-z]*)\b)|(?=["'\u2019\u201d]*[ \t]*$))""")
+# syntok's word lists, filled on first use: a terminal after one of _AFTER_WORD is not a sure boundary; after a
+# number, neither is one before a word of _BEFORE_NUMBER ("2020. Jan 5"); months matter only next to numbers.
+_AFTER_WORD: set[str] = set()
+_BEFORE_NUMBER: set[str] = set()
 _ABBREVIATIONS: set[str] = set()
 _STARTERS: set[str] = set()
 
 
-def _stops() -> set[str]:
-    if not _SYNTOK_STOPS:
+def _syntok_words() -> None:
+    if not _AFTER_WORD:
         from syntok._segmentation_states import State
 
-        _SYNTOK_STOPS.update(State.abbreviations, State.months, State.roman_numerals, ("no", "No", "NO"))
+        _AFTER_WORD.update(State.abbreviations, State.roman_numerals, ("no", "No", "NO"))
+        _BEFORE_NUMBER.update(_AFTER_WORD, State.months)
         _ABBREVIATIONS.update(State.abbreviations)
         _STARTERS.update(State.starters)
-    return _SYNTOK_STOPS
 
 
-def _plain_boundary(m, stops: set[str]) -> bool:
-    """A `_BOUNDARY` where syntok splits: neither word is one of its stops, and the word before the terminal has no
-    lower-to-upper turn, where syntok's tokenizer would cut it ("PayMyTab." ends in its abbreviation "Tab")."""
-    return not (m["word"] in stops or _CAMEL.search(m["word"])
-                or (m["word"][0].isdigit() and m["next"].lstrip("\"\u201c\u2018") in stops))
+def _plain_boundary(m) -> bool:
+    """A `_BOUNDARY` where syntok splits: the word before the terminal is not one of its abbreviations or roman
+    numerals and has no lower-to-upper turn, where syntok's tokenizer would cut it ("PayMyTab." ends in its
+    abbreviation "Tab"); after a number, the next word is not a month or one of those."""
+    return not (m["word"] in _AFTER_WORD or _CAMEL.search(m["word"])
+                or (m["word"][0].isdigit() and m["next"].lstrip("\"\u201c\u2018") in _BEFORE_NUMBER))
 
 
 def _abbreviation(m) -> bool:
     """A `_BOUNDARY` where syntok does not split: one of its abbreviations ("Mr", "Gen", "Inc"), no closing quote,
     then a capitalised word that is not one of its sentence starters ("The", "He")."""
-    _stops()
     return (m["word"] in _ABBREVIATIONS and not m["close"] and m["next"][0].isalpha() and m["next"][1:].islower()
             and m["next"] not in _STARTERS)
 
@@ -100,17 +108,26 @@ def easy_spans(line: str) -> list[tuple[int, int]] | None:
     """syntok's sentences of a plain line, or None when the line needs syntok itself."""
     if _NOT_PLAIN.search(line) or not _ALNUM.search(line):
         return None
-    stops = _stops()
+    _syntok_words()
     spans, start, end = [], len(line) - len(line.lstrip()), len(line.rstrip())
     last = len(line[:end].rstrip("\"'\u2019\u201d"))  # just after the line's final terminal, if it has one
     boundaries = {m.start("close"): m for m in _BOUNDARY.finditer(line)}
+    dotted = {d.end(): d for d in _DOTTED.finditer(line)} if "." in line else {}
+    inner = {i for d in dotted.values() for i in range(d.start(), d.end() - 1) if line[i] == "."}
     for t in _TERMINAL.finditer(line):
+        if t.start() in inner:
+            continue  # the dots inside "U.S." or "a.m."
         if t.end() == last:
             break
+        if (d := dotted.get(t.end())) is not None:
+            if d["next"] in _STARTERS:  # "in the U.S. The ...": syntok splits only before its sentence starters
+                spans.append((start, t.end()))
+                start = d.start("next")
+            continue  # "the U.S. economy", "10 a.m. Monday": it reads on
         m = boundaries.get(t.end())
         if m is not None and _abbreviation(m):
             continue  # "Mr. Smith": syntok reads on
-        if m is None or not _plain_boundary(m, stops):
+        if m is None or not _plain_boundary(m):
             return None
         spans.append((start, m.end()))
         start = m.start("next")
@@ -143,14 +160,15 @@ def sure_starts(line: str) -> list[int]:
     takes them, outside brackets (syntok may read bracketed text as part of the sentence around it).  Cutting there
     lets each piece go to the fast path or to syntok alone, with syntok's own sentences (checked as
     :func:`easy_spans` is)."""
-    stops, starts, depth = _stops(), [], 0
+    _syntok_words()
+    starts, depth = [], 0
     brackets = _BRACKET.finditer(line)
     bracket = next(brackets, None)
     for m in _BOUNDARY.finditer(line):
         while bracket is not None and bracket.start() < m.start():
             depth = depth + 1 if bracket.group() in _OPEN else max(0, depth - 1)
             bracket = next(brackets, None)
-        if not depth and _plain_boundary(m, stops):
+        if not depth and _plain_boundary(m):
             starts.append(m.start("next"))
     return starts
 

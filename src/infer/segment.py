@@ -51,13 +51,13 @@ class Span:
 
 
 # Lines that syntok would split only where any reader would are answered without running syntok (many times
-# faster).  A line qualifies when it holds only plain characters, no brackets and no semicolon (syntok terminals),
-# and every terminal (. ! ?) ends the line, or follows a plain word of two or more letters (not one of syntok's
-# abbreviations or roman numerals, and not camel-cased) or a number and is followed by at most one closing quote
-# (syntok takes no more), a space and a capitalised word; where syntok reads on after an abbreviation ("Mr.
-# Smith", "the U.S. economy") or steps over a short bracket, so does the fast path.  Other lines are cut at such boundaries outside
-# brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to syntok on
-# the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
+# faster).  A line qualifies when it holds only plain characters (no semicolon, a syntok terminal; round brackets
+# only as `_PAREN` describes them), and every terminal (. ! ?) ends the line, or follows a plain word of two or more
+# letters (not one of syntok's abbreviations or roman numerals, and not camel-cased) or a number and is followed by
+# at most one closing quote (syntok takes no more), a space and a capitalised word; where syntok reads on after an
+# abbreviation ("Mr. Smith", "the U.S. economy"), so does the fast path.  Other lines are cut at such boundaries
+# outside brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to
+# syntok on the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
 _NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3()-]")
 # A bracket syntok steps over: short, no terminal inside (so no "inner sentence"), followed by a word or a comma, or
 # by the line's final terminal.
@@ -77,9 +77,12 @@ _AFTER_WORD: set[str] = set()
 _BEFORE_NUMBER: set[str] = set()
 _ABBREVIATIONS: set[str] = set()
 _STARTERS: set[str] = set()
+_OPEN: set[str] = set()  # syntok's opening brackets
+_BRACKET: re.Pattern | None = None  # any of syntok's opening or closing brackets
 
 
 def _syntok_words() -> None:
+    global _BRACKET
     if not _AFTER_WORD:
         from syntok._segmentation_states import State
 
@@ -87,6 +90,8 @@ def _syntok_words() -> None:
         _BEFORE_NUMBER.update(_AFTER_WORD, State.months)
         _ABBREVIATIONS.update(State.abbreviations)
         _STARTERS.update(State.starters)
+        _OPEN.update(State.opening_brackets)
+        _BRACKET = re.compile("[" + re.escape("".join(sorted(_OPEN | State.closing_brackets))) + "]")
 
 
 def _plain_boundary(m) -> bool:
@@ -149,10 +154,6 @@ def syntok_only(line: str) -> Iterator[tuple[int, int]]:
     for paragraph in segmenter.analyze(line):
         for sentence in paragraph:
             yield sentence[0].offset, sentence[-1].offset + len(sentence[-1].value)
-
-
-_OPEN = "([{\uff5f\uff5b\uff3b\uff08\ufe5d\ufe5b\ufe59\ufd3e\u301a\u3018\u2985\u2983\u2329"  # syntok's brackets
-_BRACKET = re.compile("[" + re.escape(_OPEN + ")]}\uff60\uff5d\uff3d\uff09\ufe5e\ufe5c\ufe5a\ufd3f\u301b\u3019\u2986\u2984\u232a") + "]")
 
 
 def sure_starts(line: str) -> list[int]:

@@ -149,7 +149,8 @@ def _plain_parts(model_dir: Path, meta: dict):
     estimator = CalibratedClassifierCV(LogisticRegression(), method="sigmoid")
     estimator.classes_ = classes
     estimator.calibrated_classifiers_ = [
-        _CalibratedClassifier(member, [sigmoid(a, b) for a, b in zip(arrays[f"sigmoid_a.{k}"], arrays[f"sigmoid_b.{k}"])],
+        _CalibratedClassifier(member, [sigmoid(a, b) for a, b in zip(arrays[f"sigmoid_a.{k}"],
+                                                                     arrays[f"sigmoid_b.{k}"])],
                               classes=classes, method="sigmoid") for k, member in enumerate(members)]
     return blocks, estimator
 

@@ -90,8 +90,58 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     cfg = config(path, "context.window=1", "context.title=true", "context.title_dropout=0")
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
-    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False}
+    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
+
+
+def test_quoted_starts_follow_the_marks_from_sentence_to_sentence():
+    article = ['"We have heard the concerns.', "We are looking at every option.", 'We will decide soon," she said.',
+               "The vote is on Friday.", "\u201cIt is over.", "Nobody will stay.\u201d", "He left.",
+               'She said: "Run." Then "Stop."', "Done.", '"Nothing (he said "never") is final.', "Ever."]
+    assert classifier.quoted_starts(article) == [False, True, True, False, False, True, False, False, False, False,
+                                                 False]
+    # A quotation left open runs three unmarked sentences at most: a stray mark does not make the rest speech.
+    stray = ['He called it "the end.', "One.", "Two.", "Three.", "Four.", "Five."]
+    assert classifier.quoted_starts(stray) == [False, True, True, True, False, False]
+
+
+def test_quote_state_is_per_article_and_marks_the_transformer_input():
+    frame = pd.DataFrame({"text": ["Later.", '"We came.', "We saw.", "We saw."],
+                          "article_id": ["a", "a", "a", None], "sentence_index": [2, 0, 1, 0]})
+    out = classifier.with_context(frame, quotes=True)
+    assert out["quoted"].tolist() == ["quoted", "", "quoted", ""]  # the loose row stands alone
+    assert classifier.with_context(frame)["quoted"].eq("").all()
+    texts, pairs = classifier.encoder_inputs(out, "[SEP]", contextual=False)
+    assert texts == ['"Later.', '"We came.', '"We saw.', "We saw."] and pairs is None
+
+
+def quote_rows(n_articles: int = 40) -> list[dict]:
+    """The same continuation is a quote after a sentence that opens one, and a claim after a plain sentence."""
+    rows = []
+    for i in range(n_articles):
+        quoted = i % 2 == 0
+        label = "attributed_quote" if quoted else "claim"
+        first = 'Ruiz told reporters: "We spoke to the families.' if quoted else "Ruiz spoke to the families."
+        split = "test" if i >= n_articles - 8 else "dev" if i >= n_articles - 16 else "train"
+        sentences = [(first, label), (CONTINUATIONS[(i // 2) % 5], label),
+                     ("The memo is said to date from March.", "unverified"),
+                     ("The ministry declined to comment.", "official_response")]
+        for k, (text, y) in enumerate(sentences):
+            rows.append({"text": text, "label": y, "article_id": f"q{i:02d}", "sentence_index": k,
+                         "split": split, "origin": "real"})
+    return rows
+
+
+def test_baseline_reads_the_quote_state_that_neither_sentence_shows(tmp_path):
+    path = tmp_path / "quotes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in quote_rows()))
+    accuracy = {}
+    for quotes in (True, False):
+        cfg = config(path, "context.window=0", "context.title=false", f"context.quotes={str(quotes).lower()}")
+        baseline.fit(cfg, load_splits(cfg), tmp_path / str(quotes))
+        accuracy[quotes] = continuation_accuracy(tmp_path / str(quotes), load_splits(cfg).test)
+    assert classifier.read_meta(tmp_path / "True")["context"]["quotes"] is True
+    assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +157,7 @@ def logged_context_model(context_file, tmp_path_factory):
 
 def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
     model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
-    assert model.metadata.metadata["context"] == {"window": 1, "title": True}
+    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False}
     cont = "We are looking at every option."
     quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
                           "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})

@@ -23,11 +23,11 @@ def test_grid_rows_are_seed_means_and_single_runs_sorted_by_dev(tiny_config, tmp
     assert last_json(proc.stdout) == {"experiment": "grid-test", "corpora": 1, "rows": 2, "output": str(out)}
     rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| baseline")]
     assert len(rows) == 2
-    by_seeds = {row[6]: row for row in rows}
-    assert by_seeds["2"][7] == f"{devs.mean():.3f} ± {devs.std(ddof=1):.3f}"
-    assert by_seeds["2"][3:5] == ["1", "yes"] and by_seeds["1"][3:5] == ["0", "no"]
-    assert by_seeds["1"][7] == f"{single:.3f}"
-    assert [r[6] for r in rows] == (["2", "1"] if devs.mean() >= single else ["1", "2"])  # best dev first
+    by_seeds = {row[7]: row for row in rows}
+    assert by_seeds["2"][8] == f"{devs.mean():.3f} ± {devs.std(ddof=1):.3f}"
+    assert by_seeds["2"][3:6] == ["1", "yes", "no"] and by_seeds["1"][3:6] == ["0", "no", "no"]
+    assert by_seeds["1"][8] == f"{single:.3f}"
+    assert [r[7] for r in rows] == (["2", "1"] if devs.mean() >= single else ["1", "2"])  # best dev first
     assert seeded["run_id"][:8] in by_seeds["2"][-1] and alone["run_id"][:8] in by_seeds["1"][-1]
 
 

@@ -26,7 +26,7 @@ from train.kinds import BaselineModel
 
 
 def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipeline:
-    context = context or {"window": 0, "title": False}
+    context = context or {"window": 0, "title": False, "quotes": False}
     common = dict(sublinear_tf=params.sublinear_tf, min_df=params.min_df, max_features=params.max_features)
     columns = [
         ("word", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "text"),
@@ -34,6 +34,8 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
     ]
     around = (["prev", "next"] if context["window"] else []) + (["title"] if context["title"] else [])
     columns += [(name, TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), name) for name in around]
+    if context.get("quotes"):
+        columns.append(("quoted", TfidfVectorizer(token_pattern=r"\S+", lowercase=False), "quoted"))
     features = ColumnTransformer(columns, transformer_weights={name: params.context_weight for name in around} or None)
     model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
     if params.calibrate:
@@ -44,11 +46,12 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
     context = cfg.context.for_model()
     inputs = classifier.with_context(splits.train, **context)
-    if context["title"] and not inputs["title"].str.len().any():
-        # A title block with no titles has no vocabulary; the model is logged as title-blind instead.
-        warnings.warn(f"context.title: no train sentence of {splits.path} has a title; training without titles",
-                      stacklevel=1)
-        context["title"] = False
+    for key, column, what in (("title", "title", "has a title"), ("quotes", "quoted", "starts inside a quotation")):
+        if context[key] and not inputs[column].str.len().any():
+            # A block with no text has no vocabulary; the model is logged without it instead.
+            warnings.warn(f"context.{key}: no train sentence of {splits.path} {what}; training without it",
+                          stacklevel=1)
+            context[key] = False
     pipeline = build(cfg.model, cfg.seed, context).fit(inputs, splits.train["label"],
                                                            clf__sample_weight=splits.train["weight"].to_numpy())
     model_dir.mkdir(parents=True, exist_ok=True)

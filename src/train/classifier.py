@@ -61,18 +61,20 @@ def _clean(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
-def with_context(inputs, window: int = 0, title: bool = False) -> pd.DataFrame:
-    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`.
+def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = False) -> pd.DataFrame:
+    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`.
 
     Rows that share an `article_id` are one article, ordered by `sentence_index` (else by input order), and are
     each other's context; a row without an `article_id` stands alone.  `prev`/`next` join up to `window`
-    neighbours; `title` is the row's title when asked for and given.
+    neighbours; `title` is the row's title when asked for and given; `quoted` is ``"quoted"`` where `quotes` is
+    asked for and the sentence starts inside a quotation that an earlier sentence opened (:func:`quoted_starts`),
+    else empty: a token, so that the baseline reads it as one more TF-IDF block.
     """
     frame = as_frame(inputs)
     texts = [_clean(t) for t in frame["text"].tolist()]
     n = len(texts)
-    prev, nxt = [""] * n, [""] * n
-    if window and "article_id" in frame.columns:
+    prev, nxt, quoted = [""] * n, [""] * n, [""] * n
+    if (window or quotes) and "article_id" in frame.columns:
         ids = [_clean(a) for a in frame["article_id"].tolist()]
         order = frame["sentence_index"].tolist() if "sentence_index" in frame.columns else [None] * n
         groups: dict[str, list[int]] = {}
@@ -84,8 +86,47 @@ def with_context(inputs, window: int = 0, title: bool = False) -> pd.DataFrame:
             for k, i in enumerate(rows):
                 prev[i] = " ".join(texts[j] for j in rows[max(0, k - window):k])
                 nxt[i] = " ".join(texts[j] for j in rows[k + 1:k + 1 + window])
+            if quotes:
+                for i, inside in zip(rows, quoted_starts([texts[i] for i in rows])):
+                    quoted[i] = QUOTED if inside else ""
     titles = [_clean(t) for t in frame["title"].tolist()] if title and "title" in frame.columns else [""] * n
-    return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles})
+    return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles, "quoted": quoted})
+
+
+QUOTED = "quoted"
+# A quotation left open runs at most this many sentences without a quote mark: a stray mark does not turn the
+# rest of an article into speech (on the real corpus, 96.5 % of the unmarked sentences so found are quotes or
+# responses at 3, 95.6 % with no limit).
+MAX_UNMARKED = 3
+
+
+def _quote_marks(text: str) -> list[bool]:
+    """Each quotation mark of `text` in order: True where it opens.  Curly marks and guillemets say which; a
+    straight one opens at the start, after a space or an opening bracket or dash, and closes elsewhere."""
+    marks = []
+    for i, ch in enumerate(text):
+        if ch == '"':
+            marks.append(i == 0 or text[i - 1].isspace() or text[i - 1] in "([{\u2014\u2013-/")
+        elif ch in "\u201c\u00ab":
+            marks.append(True)
+        elif ch in "\u201d\u00bb":
+            marks.append(False)
+    return marks
+
+
+def quoted_starts(texts: list[str]) -> list[bool]:
+    """For the sentences of one article in order: does each start inside a direct quotation opened by an earlier
+    sentence and not yet closed ("We have heard them. We are looking at every option. We will decide," she said:
+    the middle sentence carries no mark and no speaker, yet it is her words)."""
+    inside, unmarked, starts = False, 0, []
+    for text in texts:
+        marks = _quote_marks(text)
+        unmarked = unmarked + 1 if inside and not marks else 0
+        inside = inside and unmarked <= MAX_UNMARKED
+        starts.append(inside)
+        if marks:
+            inside = marks[-1]
+    return starts
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -355,7 +396,9 @@ def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[lis
     The slots keep their place when empty, so the encoder can tell what comes before the target from what
     follows it; a model without context (window 0, no title) reads single sentences.
     """
-    texts = frame["text"].tolist()
+    # A sentence that continues an open quotation gets the opening mark it lacks: it then reads as the quoted
+    # sentences that the encoder has seen in quotation marks.
+    texts = [f'"{t}' if q and _quote_marks(t[:1]) != [True] else t for t, q in zip(frame["text"], frame["quoted"])]
     if not contextual:
         return texts, None
     pairs = [f"{t} {sep} {p} {sep} {n}".strip() for t, p, n in zip(frame["title"], frame["prev"], frame["next"])]

@@ -52,10 +52,11 @@ class ContextConfig(Strict):
     window: int = Field(0, ge=0, le=8, description="sentences before and after the target (0: the sentence alone)")
     title: bool = Field(False, description="give the article title when the input has one")
     title_dropout: float = Field(0.0, ge=0, le=1, description="share of train articles shown without their title")
+    quotes: bool = Field(False, description="mark a sentence that starts inside a quotation an earlier one opened")
 
     def for_model(self) -> dict:
         """What the logged model keeps (meta.json) so that every caller builds the same input."""
-        return {"window": self.window, "title": self.title}
+        return {"window": self.window, "title": self.title, "quotes": self.quotes}
 
 
 ModelConfig = kinds.model_section()

@@ -41,7 +41,7 @@ class Row:
         epochs = f"{float(p['model.epochs']):g}" if kind == "transformer" and "model.epochs" in p else "–"
         return {"kind": kind, "encoder": encoder, "epochs": epochs,
                 "window": p.get("context.window", "0"), "title": "yes" if p.get("context.title") == "True" else "no",
-                "train": sources or "–"}
+                "quotes": "yes" if p.get("context.quotes") == "True" else "no", "train": sources or "–"}
 
 
 def collect(experiment: str, client: mlflow.MlflowClient | None = None) -> dict[str, list[Row]]:
@@ -72,7 +72,7 @@ def collect(experiment: str, client: mlflow.MlflowClient | None = None) -> dict[
     return grouped
 
 
-COLUMNS = ("kind", "encoder", "epochs", "window", "title", "train")
+COLUMNS = ("kind", "encoder", "epochs", "window", "title", "quotes", "train")
 
 
 def markdown(grouped: dict[str, list[Row]], metrics: tuple[str, ...] = ("dev/macro_f1", "test/macro_f1")) -> str:

@@ -113,6 +113,9 @@ def test_syntok_fast_path_equals_syntok():
     "It was years ago. The firm said so. It happened in May. Police said so.", "He came in Jan. Smith said.",
     "It was in mar. Police said so.", "In the U.S. The officials said so. In the U.S. Officials said so. Then it rose.",
     "At 10 a.m. Then it rose. At 10 a.m. The firm rose. He met U.N. staff.", "The U.S. AIG unit fell. It was the U.S.",
+    'At 3.30pm. "He left." At 11.13am. The end.', "WASHINGTON (AP) — Gunmen fired. Then they fled.", "He came; 'it' went.",
+    "He got an A. Then he left. It is vitamin D. He said so.", "It was a. The end came.", 'He was "Mr". Smith left.',
+    "He said yes.He left.", "It rose to £13.85. Importantly it fell.",
 ])
 def test_syntok_fast_path_tricky_lines(line):
     from infer.segment import easy_spans, syntok_only, syntok_spans
@@ -120,3 +123,22 @@ def test_syntok_fast_path_tricky_lines(line):
     easy = easy_spans(line)
     assert easy is None or easy == list(syntok_only(line))
     assert list(syntok_spans(line)) == list(syntok_only(line))
+
+
+@pytest.mark.parametrize("line", [
+    'It was "a professional issue". Five cases came.', "It is the role of China'. The CMA said so.",
+    "The Vera C. Rubin Observatory opened. It was plan B. The firm said so.", "As of 7:30 a.m., BlueRiver said so.",
+    "It was in Ritchot, Man., according to police. Energy Inc. for about $5 left.", "He left. and then he came.",
+    "A Weather.com report said so.", "It was 10%. The rest went. It was COVID-19. The rest.",
+    "It was in the 1960s. Some rose. It was £25,900. The firm paid.",
+    "The economy in ruins. 'It is obvious,' he said. He said sorry. \"I'm very sorry,\" she said.",
+    "It was designed for ports; much of it went elsewhere. Then Akufo-Addo. The end came.",
+    "He flew to the airport (YIA). Officials said so. It cost ($3.9 billion) from them. Then it fell.",
+    "LAGOS, Nigeria (AP) — Gunmen fired on a post. Then they fled.",
+])
+def test_syntok_fast_path_answers_common_news_forms(line):
+    """Quotes before the full stop, initials, terminals before commas or lowercase words, semicolons before a
+    lowercase word, brackets before a full stop or a dash: answered without syntok, with syntok's sentences."""
+    from infer.segment import easy_spans, syntok_only
+
+    assert easy_spans(line) == list(syntok_only(line))

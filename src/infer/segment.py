@@ -51,26 +51,34 @@ class Span:
 
 
 # Lines that syntok would split only where any reader would are answered without running syntok (many times
-# faster).  A line qualifies when it holds only plain characters (no semicolon, a syntok terminal; round brackets
-# only as `_PAREN` describes them), and every terminal (. ! ?) ends the line, or follows a plain word of two or more
-# letters (not one of syntok's abbreviations or roman numerals, and not camel-cased) or a number and is followed by
-# at most one closing quote (syntok takes no more), a space and a capitalised word; where syntok reads on after an
-# abbreviation ("Mr. Smith", "the U.S. economy"), so does the fast path.  Other lines are cut at such boundaries
-# outside brackets (:func:`sure_starts`) and only the pieces that still need it go to syntok.  Checked equal to
-# syntok on the corpus, the sample articles and generated dumps (tests/test_segment.py, benchmarks/segmenters.py).
-_NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3()-]")
-# A bracket syntok steps over: short, no terminal inside (so no "inner sentence"), followed by a word or a comma, or
-# by the line's final terminal.
-_PAREN = re.compile(r"""\([^()\[\]{}.!?]{0,58}\)(?=[ \t]*[A-Za-z0-9,]|[.!?]?["'\u2019\u201d]*[ \t]*$)""")
+# faster).  A line qualifies when it holds only plain characters (a semicolon only before a lowercase word; round
+# brackets only as `_PAREN` describes them), and every terminal (. ! ?) ends the line, or comes before a comma or a
+# lowercase word (syntok reads on), or follows a plain word of two or more letters (not one of syntok's
+# abbreviations or roman numerals, and not camel-cased), a number ("1960s", "10%", "25,900") or a closing bracket,
+# at most one closing quote before or after it, and is followed by a space and a capitalised word (quoted or not);
+# where syntok reads on after an abbreviation or an initial ("Mr. Smith", "the U.S. economy", "John F. Kennedy"),
+# so does the fast path.  Other lines are cut at such boundaries outside brackets (:func:`sure_starts`) and only
+# the pieces that still need it go to syntok.  Checked equal to syntok on 22,000 lines of the corpus, the sample
+# articles and generated dumps (tests/test_segment.py keeps a sample and the tricky forms).
+_NOT_PLAIN = re.compile(r"[^ \tA-Za-z0-9\u00c0-\u024f,.!?:'\"\u2018-\u201d\u2013\u2014$%&*+/=@#\u20ac\u00a3();-]|;(?![ \t]*[a-z])")
+# A bracket syntok steps over: short, no terminal inside but decimal points (so no "inner sentence"), followed by a
+# word, a comma or a dash, or by a terminal that ends the sentence.
+_PAREN = re.compile(r"""\((?:[^()\[\]{}.!?]|(?<=[0-9])\.(?=[0-9])){0,58}\)"""
+                    r"""(?=[ \t]*[A-Za-z0-9,\u2013\u2014-]|[.!?]["'\u2019\u201d]?[ \t]|[.!?]?["'\u2019\u201d]*[ \t]*$)""")
 _ALNUM = re.compile(r"[A-Za-z0-9]")
-_TERMINAL = re.compile(r"[!?]|(?<![0-9])\.|\.(?![0-9])")  # a full stop between digits is a decimal point
-_BOUNDARY = re.compile(r"""(?<![^ \t"'\u2018\u201c])(?P<word>[A-Za-z]{2,}|[0-9]{2,})[.!?](?P<close>["'\u2019\u201d]?)"""
-                       r"""(?=[ \t]+(?P<next>["\u201c\u2018]?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[AI](?=[ \t]))))""")
+_TERMINAL = re.compile(r"[.!?]")
+_BOUNDARY = re.compile(r"""(?P<word>\)|(?<![^ \t"'\u2018\u201c-])[A-Za-z]{2,}"""
+                       r"""|(?<![^ \t"'\u2018\u201c,$\u00a3\u20ac-])[0-9]{2,}(?:%|s)?)(?P<quote>["'\u2019\u201d]?)[.!?]"""
+                       r"""(?P<close>["'\u2019\u201d]?)"""
+                       r"""(?=[ \t]+(?P<next>["'\u201c\u2018]?(?:[A-Z][a-z]+|[A-Z]{2,}(?![a-z])|[AI](?=[ \t])|I(?=['\u2019]))))""")
 _CAMEL = re.compile(r"[a-z][A-Z]")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789%")
+# After a terminal: a comma, or a lowercase word (straight after it, or after spaces).
+_READS_ON = re.compile(r",|[ \t]*[a-z]")
 # A dotted abbreviation ("U.S.", "a.m.", "D.C.") followed by a word that syntok's tokenizer keeps whole, or ending
 # the line.  syntok does not split after such a token unless the next word is one of its sentence starters.
-_DOTTED = re.compile(r"""(?<![^ \t"'\u2018\u201c(])(?:[A-Za-z]\.)+[A-Za-z]\."""
-                     r"""(?:(?=[ \t]+(?P<next>[A-Za-z][a-z]*)\b)|(?=["'\u2019\u201d]*[ \t]*$))""")
+_DOTTED = re.compile(r"""(?<![^ \t"'\u2018\u201c(])(?:(?:[A-Za-z]\.)+[A-Za-z]|[A-Z])\."""
+                     r"""(?:(?=[ \t]+(?P<next>[A-Za-z][a-z]*)\b)|(?=["'\u2019\u201d]*[ \t]*$)|(?=,))""")
 # syntok's word lists, filled on first use: a terminal after one of _AFTER_WORD is not a sure boundary; after a
 # number, neither is one before a word of _BEFORE_NUMBER ("2020. Jan 5"); months matter only next to numbers.
 _AFTER_WORD: set[str] = set()
@@ -98,15 +106,28 @@ def _plain_boundary(m) -> bool:
     """A `_BOUNDARY` where syntok splits: the word before the terminal is not one of its abbreviations or roman
     numerals and has no lower-to-upper turn, where syntok's tokenizer would cut it ("PayMyTab." ends in its
     abbreviation "Tab"); after a number, the next word is not a month or one of those."""
-    return not (m["word"] in _AFTER_WORD or _CAMEL.search(m["word"])
-                or (m["word"][0].isdigit() and m["next"].lstrip("\"\u201c\u2018") in _BEFORE_NUMBER))
+    return bool(m["quote"]) or not (m["word"] in _AFTER_WORD or _CAMEL.search(m["word"])
+                or (m["word"][0].isdigit() and m["next"].lstrip("\"'\u201c\u2018") in _BEFORE_NUMBER))
 
 
 def _abbreviation(m) -> bool:
     """A `_BOUNDARY` where syntok does not split: one of its abbreviations ("Mr", "Gen", "Inc"), no closing quote,
     then a capitalised word that is not one of its sentence starters ("The", "He")."""
-    return (m["word"] in _ABBREVIATIONS and not m["close"] and m["next"][0].isalpha() and m["next"][1:].islower()
+    return (m["word"] in _ABBREVIATIONS and not m["quote"] and not m["close"] and m["next"][0].isalpha() and m["next"][1:].islower()
             and m["next"] not in _STARTERS)
+
+
+def _boundary_at(line: str, end: int):
+    """The `_BOUNDARY` whose terminal ends at `end`, matched from the word before it (found by stepping back)
+    instead of searched for over the whole line: a line holds a few terminals and hundreds of characters."""
+    word = end - 1 - (end > 1 and line[end - 2] in "\"'\u2019\u201d")
+    if word and line[word - 1] == ")":
+        word -= 1
+    else:
+        while word and (line[word - 1] in _WORD_CHARS):
+            word -= 1
+    m = _BOUNDARY.match(line, word)
+    return m if m is not None and m.start("close") == end else None
 
 
 def easy_spans(line: str) -> list[tuple[int, int]] | None:
@@ -116,20 +137,30 @@ def easy_spans(line: str) -> list[tuple[int, int]] | None:
     _syntok_words()
     spans, start, end = [], len(line) - len(line.lstrip()), len(line.rstrip())
     last = len(line[:end].rstrip("\"'\u2019\u201d"))  # just after the line's final terminal, if it has one
-    boundaries = {m.start("close"): m for m in _BOUNDARY.finditer(line)}
-    dotted = {d.end(): d for d in _DOTTED.finditer(line)} if "." in line else {}
-    inner = {i for d in dotted.values() for i in range(d.start(), d.end() - 1) if line[i] == "."}
+    dotted = None  # the dotted abbreviation ("U.S.") that the current full stop belongs to, if any
     for t in _TERMINAL.finditer(line):
-        if t.start() in inner:
-            continue  # the dots inside "U.S." or "a.m."
+        i = t.start()
+        if t.group() == ".":
+            if i and line[i - 1].isdigit() and line[i + 1:i + 2].isdigit():
+                continue  # a decimal point
+            if dotted is not None and i < dotted.end() - 1:
+                continue  # the dots inside "U.S." or "a.m."
+            if dotted is None or i >= dotted.end():
+                # Only a full stop after a lone letter can start one; the match checks what stands before it.
+                lone = i and line[i - 1].isalpha() and (i == 1 or not line[i - 2].isalpha())
+                dotted = _DOTTED.match(line, i - 1) if lone else None
+                if dotted is not None and i < dotted.end() - 1:
+                    continue
         if t.end() == last:
             break
-        if (d := dotted.get(t.end())) is not None:
-            if d["next"] in _STARTERS:  # "in the U.S. The ...": syntok splits only before its sentence starters
+        if _READS_ON.match(line, t.end()):
+            continue  # "Ont., according", "Inc. for", "Weather.com": syntok ends no sentence there
+        if dotted is not None and dotted.end() == t.end():
+            if dotted["next"] in _STARTERS:  # "in the U.S. The ...": syntok splits only before its sentence starters
                 spans.append((start, t.end()))
-                start = d.start("next")
+                start = dotted.start("next")
             continue  # "the U.S. economy", "10 a.m. Monday": it reads on
-        m = boundaries.get(t.end())
+        m = _boundary_at(line, t.end())
         if m is not None and _abbreviation(m):
             continue  # "Mr. Smith": syntok reads on
         if m is None or not _plain_boundary(m):
@@ -211,10 +242,17 @@ _SPLITTERS: dict[str, Callable[[str], Iterator[tuple[int, int]]]] = {
 
 def is_furniture(sentence: str, title: str | None = None) -> bool:
     """True for headlines, bylines, credits, "Source link" and the like (guidelines rule 6)."""
-    clean = _WS.sub(" ", html.unescape(sentence)).strip()
+    return _furniture(model_text(sentence), _title_key(title))
+
+
+def _title_key(title: str | None) -> str | None:
+    return model_text(title).rstrip(".") if title else None
+
+
+def _furniture(clean: str, title_key: str | None) -> bool:
     if not clean:
         return True
-    if title and clean.rstrip(".") == _WS.sub(" ", html.unescape(title)).strip().rstrip("."):
+    if title_key and clean.rstrip(".") == title_key:
         return True
     if _FURNITURE.match(clean) or _BIO.match(clean):
         return True
@@ -270,6 +308,7 @@ def segment(text: str, title: str | None = None, backend: str = "syntok") -> lis
     if backend not in _SPLITTERS:
         raise ValueError(f"unknown segmenter {backend!r}; expected one of {', '.join(BACKENDS)}")
     spans: list[Span] = []
+    title_key = _title_key(title)  # once an article, not once a sentence
     for start, end in raw_spans(text, backend):
         dateline = _DATELINE.match(text, start, end)
         if dateline and dateline.end() < end:
@@ -277,7 +316,7 @@ def segment(text: str, title: str | None = None, backend: str = "syntok") -> lis
         dash = _LEADING_DASH.match(text, start, end)
         if dash and dash.end() < end:
             start = dash.end()
-        if is_furniture(text[start:end], title):
+        if _furniture(model_text(text[start:end]), title_key):
             continue
         spans.append(Span(start, end, text[start:end]))
     return spans

@@ -208,3 +208,24 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     moved = frame.copy()
     moved.loc[0, "text"] = INTRO["official_response"][0]
     assert not np.allclose(clf.predict_proba(moved)[1], together[1])
+
+
+def test_tag_carries_the_quote_state_from_sentence_to_sentence(tmp_path):
+    """`newstag tag` reads a continuation as a quote only where the sentence before it opened one."""
+    data = tmp_path / "quotes.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in quote_rows()))
+    cfg = tmp_path / "quotes.yaml"
+    cfg.write_text(f"extends: {ROOT / 'configs/baseline.yaml'}\ndata: {{path: {data}}}\n"
+                   "model: {kind: baseline, C: 100.0}\ncontext: {window: 0, title: false, quotes: true}\n"
+                   "eval: {bootstrap: 0}\ntracking: {registered_model: null, experiment: tests-quotes}\n")
+    from train.run import train
+
+    uri = train(cfg)["model_uri"]
+    cont = CONTINUATIONS[0]
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text(json.dumps({"id": "q", "text": f'Ruiz told reporters: "We spoke to the families. {cont}'}) + "\n"
+                    + json.dumps({"id": "p", "text": f"Ruiz spoke to the families. {cont}"}) + "\n")
+    out = tmp_path / "tags.jsonl"
+    run_cli("tag", dump, "-o", out, "--model", uri, "--format", "jsonl", check=True)
+    rows = {(r["article_id"], r["text"]): r["label"] for r in map(json.loads, out.read_text().splitlines())}
+    assert rows[("q", cont)] == "attributed_quote" and rows[("p", cont)] == "claim"

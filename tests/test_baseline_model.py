@@ -71,26 +71,35 @@ def test_batched_equals_one_by_one(trained):
     pd.testing.assert_frame_equal(batched, single, check_exact=False, rtol=0, atol=1e-12)
 
 
-def test_fast_features_equal_scikit_learns_exactly(trained):
+def test_fast_features_equal_scikit_learns_exactly(tiny_config, tmp_path):
     """The baseline's own feature code (analysis shared and cached) gives scikit-learn's matrix bit for bit, on
-    articles in context, on odd whitespace and Unicode, and again with its word cache warm."""
-    from train.classifier import with_context
+    articles in context (every block: text, neighbours, title, quote state), on odd whitespace and Unicode, and
+    again with its word cache warm."""
+    from train import baseline
+    from train.classifier import BaselineClassifier, with_context
+    from train.config import load_config
 
     texts = pd.read_json(TINY, lines=True)["text"].tolist()
     odd = ["", "   ", "İstanbul  Straße\u00a0mayor\tsaid \u2003 ÉCOLE", "x\u1680y z\x1fw", "ﬁne ǅemal said, \"no\".",
            "said said said", "A"]
-    rows = texts + odd
+    rows = ['He said: "We will appeal.', "It is unfair.", 'We will win," he added.'] + texts + odd
     frame = pd.DataFrame({"text": rows, "article_id": [f"a{i // 5}" for i in range(len(rows))],
                           "sentence_index": [i % 5 for i in range(len(rows))],
                           "title": [f"Title {i // 5}: Council said" for i in range(len(rows))]})
-    clf = load(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
-    inputs = with_context(frame, **clf.context)
-    assert clf.context["window"] and clf.context["title"]
+    cfg = load_config(tiny_config)
+    context = {"window": 1, "title": True, "quotes": True}
+    inputs = with_context(frame, **context)
+    assert all(inputs[c].str.len().any() for c in ("prev", "next", "title", "quoted"))
+    labels = [cfg.labels[i % len(cfg.labels)] for i in range(len(rows))]  # any labels: the features are under test
+    pipeline = baseline.build(cfg.model, cfg.seed, context).fit(inputs, labels)
+    clf = BaselineClassifier(tmp_path, {"labels": list(cfg.labels), "context": context,
+                                        **baseline.save(pipeline, tmp_path)})
     from scipy import sparse
 
     # scikit-learn's own ColumnTransformer arithmetic: each block's transform, times its weight, side by side
     reference = sparse.hstack([v.transform(inputs[column]) * w if w is not None else v.transform(inputs[column])
                                for _, v, column, w in clf.blocks]).tocsr()
+    assert [name for name, *_ in clf.blocks] == ["word", "char", "prev", "next", "title", "quoted"]
     for _ in range(2):  # cold, then warm
         ours = clf.features(inputs)
         assert ours.shape == reference.shape and (ours != reference).nnz == 0
@@ -174,7 +183,7 @@ def test_plain_files_rebuild_the_fitted_pipeline_exactly(tiny_config, tmp_path, 
 
     cfg = load_config(tiny_config, [f"model.calibrate={str(calibrate).lower()}"])
     train = load_splits(cfg).train
-    context = {"window": 1, "title": True}
+    context = {"window": 1, "title": True, "quotes": False}
     pipeline = baseline.build(cfg.model, cfg.seed, context).fit(with_context(train, **context), train["label"])
     meta = {"labels": list(cfg.labels), "context": context, **baseline.save(pipeline, tmp_path)}
     assert sorted(os.listdir(tmp_path)) == ["baseline.json", "baseline.npz"]

@@ -10,10 +10,10 @@ from conftest import last_json, run_cli
 def test_grid_rows_are_seed_means_and_single_runs_sorted_by_dev(tiny_config, tmp_path):
     common = ["--set", "tracking.registered_model=null", "--set", "eval.bootstrap=0",
               "--set", "tracking.experiment=grid-test"]
-    seeded = last_json(run_cli("train", "-c", tiny_config, "--seeds", "2", "--set", "seed=3", *common,
-                               check=True).stdout)
+    seeded = last_json(run_cli("train", "-c", tiny_config, "--seeds", "2", "--set", "seed=3", "--set", "context.window=1",
+                               *common, check=True).stdout)
     alone = last_json(run_cli("train", "-c", tiny_config, "--set", "context.window=0", "--set", "context.title=false",
-                              "--set", "model.C=0.01", *common, check=True).stdout)
+                              "--set", "context.quotes=false", "--set", "model.C=0.01", *common, check=True).stdout)
     client = mlflow.MlflowClient()
     devs = np.array([client.get_run(c).data.metrics["dev/macro_f1"] for c in seeded["children"]])
     single = client.get_run(alone["run_id"]).data.metrics["dev/macro_f1"]
@@ -25,7 +25,7 @@ def test_grid_rows_are_seed_means_and_single_runs_sorted_by_dev(tiny_config, tmp
     assert len(rows) == 2
     by_seeds = {row[7]: row for row in rows}
     assert by_seeds["2"][8] == f"{devs.mean():.3f} ± {devs.std(ddof=1):.3f}"
-    assert by_seeds["2"][3:6] == ["1", "yes", "no"] and by_seeds["1"][3:6] == ["0", "no", "no"]
+    assert by_seeds["2"][3:6] == ["1", "yes", "yes"] and by_seeds["1"][3:6] == ["0", "no", "no"]
     assert by_seeds["1"][8] == f"{single:.3f}"
     assert [r[7] for r in rows] == (["2", "1"] if devs.mean() >= single else ["1", "2"])  # best dev first
     assert seeded["run_id"][:8] in by_seeds["2"][-1] and alone["run_id"][:8] in by_seeds["1"][-1]

@@ -90,7 +90,8 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     cfg = config(path, "context.window=1", "context.title=true", "context.title_dropout=0")
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
-    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False}
+    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False,
+                                                               "quote_spans": False}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
 
@@ -144,6 +145,41 @@ def test_baseline_reads_the_quote_state_that_neither_sentence_shows(tmp_path):
     assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
 
 
+def test_quote_spans_give_one_quotation_one_decision():
+    frame = pd.DataFrame({"text": ["Later.", '"We came.', "We saw.", 'We won," she said.', "We saw.", "Then."],
+                          "article_id": ["a", "a", "a", "a", None, "a"], "sentence_index": [4, 0, 1, 2, 0, 3]})
+    span = classifier.with_context(frame, quote_spans=True)["span"].tolist()
+    assert span == [0, 1, 1, 1, 4, 5]  # the loose row and the sentences after the closing mark stand alone
+    assert classifier.with_context(frame, quote_spans=True)["quoted"].eq("").all()  # the input is unchanged
+    assert classifier.with_context(frame, quotes=True)["span"].tolist() == list(range(6))
+    proba = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.6, 0.1, 0.2], [0.5, 0.2, 0.1, 0.2], [0.4, 0.2, 0.2, 0.2],
+                      [0.1, 0.1, 0.1, 0.7], [0.25, 0.25, 0.25, 0.25]])
+    pooled = classifier.pool_quote_spans(proba, span)
+    geometric = np.cbrt(proba[1] * proba[2] * proba[3])
+    for row in (1, 2, 3):
+        np.testing.assert_allclose(pooled[row], geometric / geometric.sum())
+    assert pooled[1].argmax() == 1  # two of three sentences lean to `claim`; the one sure sentence decides
+    np.testing.assert_array_equal(pooled[[0, 4, 5]], proba[[0, 4, 5]])
+    assert classifier.pool_quote_spans(proba, range(6)) is proba
+
+
+def test_baseline_decides_a_quotation_as_a_whole(tmp_path):
+    """Neither the continuation's words nor a quote-state feature are given: only pooling with the sentence
+    that opens the quotation labels the continuation as that quotation's."""
+    path = tmp_path / "quotes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in quote_rows()))
+    accuracy = {}
+    for spans in (True, False):
+        cfg = config(path, "context.window=0", "context.title=false", "context.quotes=false",
+                     f"context.quote_spans={str(spans).lower()}")
+        baseline.fit(cfg, load_splits(cfg), tmp_path / str(spans))
+        test = load_splits(cfg).test
+        quoted = test[test["article_id"].isin(test.loc[test["text"].str.contains('"'), "article_id"])]
+        accuracy[spans] = continuation_accuracy(tmp_path / str(spans), quoted)
+    assert classifier.read_meta(tmp_path / "True")["context"]["quote_spans"] is True
+    assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
+
+
 @pytest.fixture(scope="module")
 def logged_context_model(context_file, tmp_path_factory):
     cfg = tmp_path_factory.mktemp("ctxcfg") / "ctx.yaml"
@@ -157,7 +193,7 @@ def logged_context_model(context_file, tmp_path_factory):
 
 def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
     model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
-    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False}
+    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": False}
     cont = "We are looking at every option."
     quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
                           "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})
@@ -208,6 +244,15 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     moved = frame.copy()
     moved.loc[0, "text"] = INTRO["official_response"][0]
     assert not np.allclose(clf.predict_proba(moved)[1], together[1])
+    # Quotation pooling: each sentence of a quotation gets the geometric mean of their calibrated probabilities.
+    quote = pd.DataFrame({"text": ['"We came.', "We saw.", 'We won," she said.', "Later."], "article_id": "q",
+                          "sentence_index": range(4), "title": "Minister speaks"})
+    clf.context = {**clf.context, "quote_spans": True}
+    each = classifier.softmax(clf.logits(quote).astype(np.float64) / clf.temperature)
+    geometric = np.exp(np.log(each[:3]).mean(axis=0))
+    pooled = clf.predict_proba(quote)
+    np.testing.assert_allclose(pooled[:3], np.tile(geometric / geometric.sum(), (3, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(pooled[3], each[3])
 
 
 def test_tag_carries_the_quote_state_from_sentence_to_sentence(tmp_path):

@@ -25,7 +25,7 @@ def test_grid_rows_are_seed_means_and_single_runs_sorted_by_dev(tiny_config, tmp
     assert len(rows) == 2
     by_seeds = {row[7]: row for row in rows}
     assert by_seeds["2"][8] == f"{devs.mean():.3f} ± {devs.std(ddof=1):.3f}"
-    assert by_seeds["2"][3:6] == ["1", "yes", "yes"] and by_seeds["1"][3:6] == ["0", "no", "no"]
+    assert by_seeds["2"][3:6] == ["1", "yes", "state + spans"] and by_seeds["1"][3:6] == ["0", "no", "spans"]
     assert by_seeds["1"][8] == f"{single:.3f}"
     assert [r[7] for r in rows] == (["2", "1"] if devs.mean() >= single else ["1", "2"])  # best dev first
     assert seeded["run_id"][:8] in by_seeds["2"][-1] and alone["run_id"][:8] in by_seeds["1"][-1]

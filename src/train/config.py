@@ -53,10 +53,11 @@ class ContextConfig(Strict):
     title: bool = Field(False, description="give the article title when the input has one")
     title_dropout: float = Field(0.0, ge=0, le=1, description="share of train articles shown without their title")
     quotes: bool = Field(False, description="mark a sentence that starts inside a quotation an earlier one opened")
+    quote_spans: bool = Field(False, description="label the sentences of one multi-sentence quotation together")
 
     def for_model(self) -> dict:
-        """What the logged model keeps (meta.json) so that every caller builds the same input."""
-        return {"window": self.window, "title": self.title, "quotes": self.quotes}
+        """What the logged model keeps (meta.json) so that every caller reads articles the same way."""
+        return {"window": self.window, "title": self.title, "quotes": self.quotes, "quote_spans": self.quote_spans}
 
 
 ModelConfig = kinds.model_section()

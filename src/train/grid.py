@@ -41,7 +41,8 @@ class Row:
         epochs = f"{float(p['model.epochs']):g}" if kind == "transformer" and "model.epochs" in p else "–"
         return {"kind": kind, "encoder": encoder, "epochs": epochs,
                 "window": p.get("context.window", "0"), "title": "yes" if p.get("context.title") == "True" else "no",
-                "quotes": "yes" if p.get("context.quotes") == "True" else "no", "train": sources or "–"}
+                "quotes": " + ".join(name for name, key in (("state", "context.quotes"), ("spans", "context.quote_spans"))
+                                     if p.get(key) == "True") or "no", "train": sources or "–"}
 
 
 def collect(experiment: str, client: mlflow.MlflowClient | None = None) -> dict[str, list[Row]]:

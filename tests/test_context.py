@@ -91,7 +91,7 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
     assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False,
-                                                               "quote_spans": False}
+                                                               "quote_spans": True}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
 
@@ -193,7 +193,7 @@ def logged_context_model(context_file, tmp_path_factory):
 
 def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
     model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
-    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": False}
+    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": True}
     cont = "We are looking at every option."
     quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
                           "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})

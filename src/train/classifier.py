@@ -91,9 +91,10 @@ def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = Fa
                 nxt[i] = " ".join(texts[j] for j in rows[k + 1:k + 1 + window])
             if quotes or quote_spans:
                 for k, inside in enumerate(quoted_starts([texts[i] for i in rows])):
-                    if inside:  # never the article's first sentence
-                        quoted[rows[k]] = QUOTED if quotes else ""
-                        span[rows[k]] = span[rows[k - 1]] if quote_spans else rows[k]
+                    if inside and quotes:
+                        quoted[rows[k]] = QUOTED
+                    if inside and quote_spans:  # never the article's first sentence, so rows[k - 1] exists
+                        span[rows[k]] = span[rows[k - 1]]
     titles = [_clean(t) for t in frame["title"].tolist()] if title and "title" in frame.columns else [""] * n
     return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles, "quoted": quoted, "span": span})
 

@@ -15,6 +15,7 @@ def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     assert isinstance(cfg.model, KINDS[cfg.model.kind].params)
+    KINDS[cfg.model.kind].check_config(cfg)  # an ensemble's member configs resolve and validate too
 
 
 def test_experiment_files_hold_only_differences():
@@ -85,6 +86,9 @@ def test_flattened_params_are_stable_names():
     assert params["model.kind"] == "baseline"
     assert params["data.path"] == "data/corpus/sentences.jsonl"
     assert params["model.word_ngrams"] == "1,2"
+    members = flatten(load_config(ROOT / "configs/ensemble.yaml"))
+    assert members["model.members.0.config"] == str(ROOT / "configs" / "transformer.yaml")  # relative to its file
+    assert members["model.members.1.config"] == str(ROOT / "configs" / "baseline.yaml")
 
 
 def test_cli_reports_bad_config_without_traceback(tmp_path):

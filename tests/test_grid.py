@@ -35,3 +35,13 @@ def test_grid_names_an_unknown_experiment_without_a_traceback():
     proc = run_cli("grid", "--experiment", "no-such-experiment")
     assert proc.returncode == 2 and "no MLflow experiment named 'no-such-experiment'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_ensemble_row_names_its_members():
+    from train.grid import Row
+
+    params = {"model.kind": "ensemble", "model.members.0.config": "/cfg/transformer.yaml", "model.members.0.model": "None",
+              "model.members.0.name": "None", "model.members.1.config": "None", "model.members.1.model": "runs:/ab/model",
+              "model.members.1.name": "tfidf", "model.members.2.config": "None", "model.members.2.model": "models:/m@x",
+              "model.members.2.name": "None", "context.title": "True"}
+    assert Row("ens", params, {}, 1, 1.0).describe()["encoder"] == "transformer + tfidf + models:/m@x"

@@ -4,8 +4,8 @@ MLflow copies this file into every logged model, so it imports nothing from the 
 (``meta.json`` + TF-IDF terms and weights as JSON and npz, or safetensors encoder + tokenizer + head) is everything
 inference needs.  Nothing here unpickles: arrays load with ``allow_pickle=False``, older baselines through skops
 with an explicit allow-list of types, torch weights are safetensors.
-Both kinds expose ``labels`` and ``predict_proba(texts)``; the trainers evaluate through this same code, so
-what is scored is exactly what is logged.
+Every kind exposes ``labels`` and ``predict_proba(texts)`` (and, for ensembles, ``sentence_proba`` before quotation
+pooling); the trainers evaluate through this same code, so what is scored is exactly what is logged.
 """
 
 from __future__ import annotations
@@ -236,9 +236,13 @@ class BaselineClassifier:
 
     def predict_proba(self, inputs) -> np.ndarray:
         frame = with_context(inputs, **self.context)
+        return pool_quote_spans(self.sentence_proba(frame), frame["span"])
+
+    def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each sentence's own probabilities (of a :func:`with_context` frame), before quotation pooling."""
         if frame.empty:
             return np.zeros((0, len(self.labels)))
-        return pool_quote_spans(self.estimator.predict_proba(self.features(frame))[:, self._order], frame["span"])
+        return self.estimator.predict_proba(self.features(frame))[:, self._order]
 
     def features(self, frame: pd.DataFrame):
         """scikit-learn's ColumnTransformer output, exactly, in half the time.  scikit-learn analyses every string
@@ -416,7 +420,42 @@ class TransformerClassifier:
 
     def predict_proba(self, inputs) -> np.ndarray:
         frame = with_context(inputs, **self.context)
-        return pool_quote_spans(softmax(self._logits(frame).astype(np.float64) / self.temperature), frame["span"])
+        return pool_quote_spans(self.sentence_proba(frame), frame["span"])
+
+    def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each sentence's own calibrated probabilities (of a :func:`with_context` frame), before quotation pooling."""
+        return softmax(self._logits(frame).astype(np.float64) / self.temperature)
+
+
+class EnsembleClassifier:
+    """Several models read as one: the weighted geometric mean of their per-sentence probabilities (meta
+    ``weights``, fitted on dev), scaled by a temperature fitted there too, then one decision a quotation.
+
+    Members are model directories under ``members/``, each loaded by its own kind with the runtime asked for (a
+    baseline ignores it) and read with its own context; the ensemble's context only says whether to pool."""
+
+    def __init__(self, model_dir: Path, meta: dict, runtime: str | None = None, threads: int | None = None):
+        self.labels = tuple(meta["labels"])
+        self.context = meta.get("context") or {}
+        self.members = [load(model_dir / member["dir"], runtime, threads) for member in meta["members"]]
+        self.weights = np.asarray(meta["weights"], dtype=np.float64)
+        self.temperature = float(meta.get("temperature", 1.0))
+
+    def member_log_proba(self, inputs) -> np.ndarray:
+        """(members, rows, labels): each member's per-sentence log-probabilities, each read with its own context."""
+        frame = as_frame(inputs)
+        return np.stack([np.log(np.clip(m.sentence_proba(with_context(frame, **m.context)), 1e-12, None))
+                         for m in self.members])
+
+    def combine(self, log_proba: np.ndarray, weights=None, temperature: float | None = None) -> np.ndarray:
+        """Normalised weighted geometric mean of the members' probabilities (``member_log_proba``)."""
+        weights = self.weights if weights is None else np.asarray(weights, dtype=np.float64)
+        temperature = self.temperature if temperature is None else temperature
+        return softmax(np.tensordot(weights, log_proba, axes=1) / temperature)
+
+    def predict_proba(self, inputs) -> np.ndarray:
+        frame = with_context(inputs, quote_spans=bool(self.context.get("quote_spans")))
+        return pool_quote_spans(self.combine(self.member_log_proba(inputs)), frame["span"])
 
 
 def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[list[str], list[str] | None]:
@@ -436,7 +475,7 @@ def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[lis
 
 # The registry of model kinds is train/kinds.py; this file may not import it (MLflow loads it alone, see the
 # module docstring), so it keeps this one dispatch table, which tests hold equal to the registry's loaders.
-LOADERS = {"baseline": BaselineClassifier, "transformer": TransformerClassifier}
+LOADERS = {"baseline": BaselineClassifier, "transformer": TransformerClassifier, "ensemble": EnsembleClassifier}
 
 
 def load(model_dir: str | Path, runtime: str | None = None, threads: int | None = None):

@@ -111,10 +111,19 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, not {type(raw).__name__}")
+    _members_from(raw, path.parent)
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
     return _merge(_read_yaml(path.parent / parent, (*seen, path)), raw)
+
+
+def _members_from(raw: dict, folder: Path) -> None:
+    """An ensemble member's `config` is relative to the file that names it, as `extends` is (absolute after this)."""
+    members = (raw.get("model") or {}).get("members") if isinstance(raw.get("model"), dict) else None
+    for member in members if isinstance(members, list) else ():
+        if isinstance(member, dict) and isinstance(member.get("config"), str):
+            member["config"] = str(folder / member["config"])
 
 
 def apply_override(tree: dict, assignment: str) -> dict:
@@ -155,11 +164,33 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     tree = _read_yaml(Path(path))
     for assignment in overrides:
         apply_override(tree, assignment)
+    return _validate(tree, str(path))
+
+
+def member_config(path: str | Path, parent: Config, where: str) -> Config:
+    """A config that an ensemble trains: its own model, context and ``data.train_sources``; the ensemble's seed,
+    labels and the rest of its data section, so that every member trains on the same articles and none on dev/test."""
+    try:
+        tree = _read_yaml(Path(path))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    data = parent.data.model_dump(mode="json")
+    own = (tree.get("data") or {}).get("train_sources")
+    if own is not None:
+        data["train_sources"] = own
+    tree.update(seed=parent.seed, labels=list(parent.labels), data=data)
+    cfg = _validate(tree, f"{where} ({path})")
+    if cfg.model.kind == "ensemble":
+        raise ConfigError(f"{where} ({path}): an ensemble's member cannot itself be an ensemble")
+    return cfg
+
+
+def _validate(tree: dict, where: str) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
         problems = "\n".join(f"  {key}: {why}" for key, why in map(_describe, exc.errors()))
-        raise ConfigError(f"{path}: invalid config\n{problems}") from None
+        raise ConfigError(f"{where}: invalid config\n{problems}") from None
 
 
 def resolved_yaml(cfg: Config) -> str:
@@ -174,6 +205,9 @@ def flatten(cfg: Config) -> dict[str, Any]:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):  # an ensemble's members
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
         else:
             out[prefix] = ",".join(map(str, value)) if isinstance(value, list) else value
 

@@ -9,6 +9,7 @@ the machine that trained (fit, evaluation and logging).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 
@@ -36,6 +37,8 @@ class Row:
         p = self.params
         kind = p.get("model.kind", "?")
         encoder = p.get("model.name_or_path", "tf-idf").rsplit("/", 1)[-1] if kind == "transformer" else "tf-idf + LR"
+        if kind == "ensemble":
+            encoder = " + ".join(_member_names(p))
         sources = ", ".join(f"{k.split('.')[-1]} {float(v):g}" for k, v in sorted(p.items())
                             if k.startswith("data.train_sources.") and float(v) > 0)
         epochs = f"{float(p['model.epochs']):g}" if kind == "transformer" and "model.epochs" in p else "–"
@@ -43,6 +46,17 @@ class Row:
                 "window": p.get("context.window", "0"), "title": "yes" if p.get("context.title") == "True" else "no",
                 "quotes": " + ".join(name for name, key in (("state", "context.quotes"), ("spans", "context.quote_spans"))
                                      if p.get(key) == "True") or "no", "train": sources or "–"}
+
+
+def _member_names(params: dict[str, str]) -> list[str]:
+    """An ensemble's members as its metrics name them: `name`, else the config's stem, else the model URI."""
+    names = []
+    for i in range(8):
+        name, config, model = (params.get(f"model.members.{i}.{key}", "None") for key in ("name", "config", "model"))
+        if config == model == "None":
+            break
+        names.append(name if name != "None" else Path(config).stem if config != "None" else model)
+    return names
 
 
 def collect(experiment: str, client: mlflow.MlflowClient | None = None) -> dict[str, list[Row]]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train import classifier
 
@@ -33,10 +34,20 @@ class Kind:
     loader: type  # the class in classifier.py that loads a model directory of this kind
     requirements: tuple[str, ...]  # pip distributions its logged model needs beyond COMMON_REQUIREMENTS
     runtimes: tuple[str, ...] = ()  # inference runtimes it can switch between at load time
+    check: str = ""  # "module:function" with check(cfg): what validation cannot see (files a config names)
 
     def fit(self, *args, **kwargs):
-        module, _, function = self.trainer.partition(":")
-        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+        return _call(self.trainer, *args, **kwargs)
+
+    def check_config(self, cfg) -> None:
+        """Called before a run opens, so a bad member config fails fast and leaves no failed run behind."""
+        if self.check:
+            _call(self.check, cfg)
+
+
+def _call(target: str, *args, **kwargs):
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
 
 
 # What classifier.py imports at module level: every logged model needs these.
@@ -93,10 +104,50 @@ class TransformerModel(Strict):
     export_onnx: bool = Field(True, description="also ship ONNX fp32/int8 graphs (false, or a failed export: torch only)")
 
 
+class EnsembleMember(Strict):
+    """One model of an ensemble: a config trained in the ensemble's run, or a model already logged."""
+
+    config: str | None = Field(None, description="config file trained in this run (path relative to the file that "
+                                                 "names it); it shares the ensemble's seed, labels and splits")
+    model: str | None = Field(None, description="a logged model's URI (runs:/…/model, models:/name@alias), copied in")
+    name: str | None = Field(None, description="name of its metrics (members/<name>/…); default: the config's file "
+                                               "stem, or member<i>")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnsembleMember:
+        if (self.config is None) == (self.model is None):
+            raise ValueError("give exactly one of `config` (trained here) and `model` (a logged model URI)")
+        return self
+
+
+class EnsembleModel(Strict):
+    kind: Literal["ensemble"]
+    members: list[EnsembleMember] = Field(min_length=2, max_length=4)
+    weights: list[float] | None = Field(
+        None, description="one per member, >= 0; null: fitted on dev (macro-F1 over a 0.05 grid of the simplex)")
+    temperature_scaling: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnsembleModel:
+        if self.weights is not None and (len(self.weights) != len(self.members) or min(self.weights) < 0
+                                         or sum(self.weights) <= 0):
+            raise ValueError(f"weights: one number >= 0 per member ({len(self.members)}), not all 0")
+        names = self.member_names()
+        if len(set(names)) != len(names):
+            raise ValueError(f"members: names must differ (got {names}); set `name` on each")
+        return self
+
+    def member_names(self) -> list[str]:
+        return [m.name or (Path(m.config).stem if m.config else f"member{i}") for i, m in enumerate(self.members)]
+
+
 register(Kind("baseline", BaselineModel, "train.baseline:fit", classifier.BaselineClassifier,
               requirements=("scikit-learn",)))
 register(Kind("transformer", TransformerModel, "train.transformer:fit", classifier.TransformerClassifier,
               requirements=("torch", "transformers", "safetensors", "onnxruntime"), runtimes=classifier.RUNTIMES))
+# An ensemble needs what its members' kinds need (tracking reads them from the model's meta.json).
+register(Kind("ensemble", EnsembleModel, "train.ensemble:fit", classifier.EnsembleClassifier, requirements=(),
+              check="train.ensemble:member_configs"))
 
 
 def model_section():

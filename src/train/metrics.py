@@ -3,10 +3,13 @@ so runs of any model kind line up column for column in the MLflow UI."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from dataclasses import dataclass
 
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 PRIMARY = "dev/macro_f1"  # early stopping and the best checkpoint rank by it; so should `promote --best-by`
@@ -39,6 +42,17 @@ def expected_calibration_error(y_true: list[str], proba: np.ndarray, labels: tup
     bins = calibration_bins(y_true, proba, labels)
     used = bins[bins["count"] > 0]
     return float((used["count"] / used["count"].sum() * (used["confidence"] - used["accuracy"]).abs()).sum())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises dev negative log-likelihood (Guo et al., 2017)."""
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
 def point_scores(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], prefix: str) -> dict[str, float]:

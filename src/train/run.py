@@ -29,6 +29,7 @@ def seed_everything(seed: int) -> None:
 
 def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     cfg: Config = load_config(config_path, overrides)
+    kinds.get(cfg.model.kind).check_config(cfg)
     splits = load_splits(cfg)
     seed_everything(cfg.seed)
     with tracking.start_run(cfg, Path(config_path), splits) as run, tracking.scratch_dir() as scratch:

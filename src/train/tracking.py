@@ -146,7 +146,7 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
         signature=ModelSignature(INPUT_SCHEMA, infer_signature(example[["text"]], output).outputs),
         input_example=example,
         registered_model_name=cfg.tracking.registered_model,
-        pip_requirements=_requirements(cfg),
+        pip_requirements=_requirements(meta),
         # Declared so that `load_model(uri, model_config={"runtime": "onnx", "threads": 1})` may switch runtimes and
         # intra-op threads at load time (MLflow ignores keys a model did not declare).
         model_config={"runtime": meta["runtime"], "threads": None} if "runtime" in meta else None,
@@ -167,10 +167,12 @@ def keep_model_files(model_dir: Path) -> None:
                   "under model-files/", stacklevel=2)
 
 
-def _requirements(cfg: Config) -> list[str]:
+def _requirements(meta: dict) -> list[str]:
+    """The common packages and those of the model's kind, or of its members' kinds for an ensemble."""
     from importlib.metadata import version
 
-    names = (*kinds.COMMON_REQUIREMENTS, *kinds.get(cfg.model.kind).requirements)
+    used = [meta["kind"], *(member["kind"] for member in meta.get("members", ()))]
+    names = dict.fromkeys((*kinds.COMMON_REQUIREMENTS, *(r for kind in used for r in kinds.get(kind).requirements)))
     return [f"{name}=={version(name)}" for name in names]
 
 

@@ -8,7 +8,6 @@ the final model (best dev macro-F1) is saved: safetensors encoder + tokenizer + 
 
 from __future__ import annotations
 
-import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from scipy.optimize import minimize_scalar
 from transformers import (AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback,
                           Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
@@ -84,17 +82,6 @@ def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int,
     if weights is not None:
         columns["weight"] = [float(w) for w in weights]
     return Dataset.from_dict(columns)
-
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature that minimises dev negative log-likelihood (Guo et al., 2017)."""
-
-    def nll(log_t: float) -> float:
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
-
-    return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
 def export_onnx(model, tokenizer, model_dir: Path, quantize: bool = True) -> None:
@@ -180,7 +167,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     classifier.write_meta(model_dir, meta)
     if params.temperature_scaling:
         logits = classifier.load(model_dir).logits(splits.dev).astype(np.float64)
-        meta["temperature"] = fit_temperature(logits, y_dev)
+        meta["temperature"] = metrics.fit_temperature(logits, y_dev)
         before = metrics.expected_calibration_error(splits.dev["label"].tolist(), classifier.softmax(logits), labels)
         after = metrics.expected_calibration_error(
             splits.dev["label"].tolist(), classifier.softmax(logits / meta["temperature"]), labels)

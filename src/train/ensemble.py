@@ -73,16 +73,17 @@ def _prefixed(log_step, prefix: str):
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.EnsembleClassifier:
     params, labels = cfg.model, cfg.labels
     sources = member_configs(cfg)
-    members = []
+    members, runtimes = [], []
     for name, source in sources.items():
         target = model_dir / "members" / name
         if isinstance(source, str):
             _copy_logged(source, target, labels, splits.digest)
         else:
             kinds.get(source.model.kind).fit(source, load_splits(source), target, _prefixed(log_step, f"members/{name}/"))
-        members.append({"name": name, "dir": f"members/{name}", "kind": classifier.read_meta(target)["kind"],
+        member_meta = classifier.read_meta(target)
+        members.append({"name": name, "dir": f"members/{name}", "kind": member_meta["kind"],
                         "source": source if isinstance(source, str) else "trained in this run"})
-    runtimes = [classifier.read_meta(model_dir / m["dir"]).get("runtime") for m in members]
+        runtimes.append(member_meta.get("runtime"))
     meta = {"kind": "ensemble", "labels": list(labels), "members": members,
             "weights": [1.0 / len(members)] * len(members), "temperature": 1.0,
             "context": {"quote_spans": cfg.context.quote_spans}, "config": cfg.model_dump(mode="json")}

@@ -49,7 +49,8 @@ class Row:
 
 
 def _member_names(params: dict[str, str]) -> list[str]:
-    """An ensemble's members as its metrics name them: `name`, else the config's stem, else the model URI."""
+    """An ensemble's members: `name`, else the config's stem (as its metrics name them), else the model URI (which
+    says more in a table than the metrics' `member<i>`)."""
     names = []
     for i in range(8):
         name, config, model = (params.get(f"model.members.{i}.{key}", "None") for key in ("name", "config", "model"))

@@ -87,9 +87,9 @@ def test_fast_features_equal_scikit_learns_exactly(tiny_config, tmp_path):
                           "sentence_index": [i % 5 for i in range(len(rows))],
                           "title": [f"Title {i // 5}: Council said" for i in range(len(rows))]})
     cfg = load_config(tiny_config)
-    context = {"window": 1, "title": True, "quotes": True}
+    context = {"window": 1, "title": True, "quotes": True, "voice": True}
     inputs = with_context(frame, **context)
-    assert all(inputs[c].str.len().any() for c in ("prev", "next", "title", "quoted"))
+    assert all(inputs[c].str.len().any() for c in ("prev", "next", "title", "quoted", "voice"))
     labels = [cfg.labels[i % len(cfg.labels)] for i in range(len(rows))]  # any labels: the features are under test
     pipeline = baseline.build(cfg.model, cfg.seed, context).fit(inputs, labels)
     clf = BaselineClassifier(tmp_path, {"labels": list(cfg.labels), "context": context,
@@ -99,7 +99,7 @@ def test_fast_features_equal_scikit_learns_exactly(tiny_config, tmp_path):
     # scikit-learn's own ColumnTransformer arithmetic: each block's transform, times its weight, side by side
     reference = sparse.hstack([v.transform(inputs[column]) * w if w is not None else v.transform(inputs[column])
                                for _, v, column, w in clf.blocks]).tocsr()
-    assert [name for name, *_ in clf.blocks] == ["word", "char", "prev", "next", "title", "quoted"]
+    assert [name for name, *_ in clf.blocks] == ["word", "char", "prev", "next", "title", "quoted", "voice"]
     for _ in range(2):  # cold, then warm
         ours = clf.features(inputs)
         assert ours.shape == reference.shape and (ours != reference).nnz == 0

@@ -91,7 +91,7 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
     assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False,
-                                                               "quote_spans": True}
+                                                               "quote_spans": True, "voice": True}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
 
@@ -138,11 +138,67 @@ def test_baseline_reads_the_quote_state_that_neither_sentence_shows(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in quote_rows()))
     accuracy = {}
     for quotes in (True, False):
-        cfg = config(path, "context.window=0", "context.title=false", f"context.quotes={str(quotes).lower()}")
+        # no own-voice block: it too knows where a quotation runs (an open one leaves a continuation no voice)
+        cfg = config(path, "context.window=0", "context.title=false", f"context.quotes={str(quotes).lower()}",
+                     "model.voice_weight=0")
         baseline.fit(cfg, load_splits(cfg), tmp_path / str(quotes))
         accuracy[quotes] = continuation_accuracy(tmp_path / str(quotes), load_splits(cfg).test)
     assert classifier.read_meta(tmp_path / "True")["context"]["quotes"] is True
     assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
+
+
+def test_own_voice_is_the_text_outside_quotation_marks_across_sentences():
+    assert classifier.own_voice('"We will rebuild," the mayor said, "every street."') == "the mayor said,"
+    assert classifier.own_voice("It reportedly failed.") == "It reportedly failed."
+    assert classifier.own_voice("\u201cIt allegedly failed,\u201d he said.") == "he said."
+    assert classifier.own_voice('every street of it," she said. "And soon', inside=True) == "she said."
+    frame = pd.DataFrame({"text": ['"We came.', 'We saw," she allegedly said.', 'We saw," she said.'],
+                          "article_id": ["a", "a", None], "sentence_index": [0, 1, 0]})
+    out = classifier.with_context(frame, voice=True)
+    # the second row continues the first row's quotation; the loose third row starts outside any
+    assert out["voice"].tolist() == ["", "she allegedly said.", "We saw, she said."]
+    assert classifier.with_context(frame)["voice"].eq("").all()
+
+
+CLAUSES = [("Rivera", "took the money"), ("Okafor", "signed a new contract"), ("Lindqvist", "hid the losses"),
+           ("Moreau", "knew of the plan"), ("Tanaka", "opened the gate"), ("Adeyemi", "met the rebels"),
+           ("Kowalski", "moved the funds"), ("Haddad", "quit on Monday"), ("Brennan", "ignored the warning"),
+           ("Sato", "lied to the board"), ("Petrov", "sold the shares"), ("Quispe", "left the country"),
+           ("Nakamura", "broke the seal"), ("Osei", "paid the guards"), ("Varga", "burned the files"),
+           ("Delgado", "called the minister"), ("Fischer", "rigged the tender"), ("Mbeki", "skipped the hearing"),
+           ("Olsen", "copied the keys"), ("Rahman", "forged the permit"), ("Castillo", "warned the press"),
+           ("Novak", "hired the driver"), ("Ibrahim", "lost the ledger"), ("Yilmaz", "tipped off the buyer")]
+
+
+def test_baseline_tells_a_hedge_in_the_article_voice_from_one_inside_a_quotation(tmp_path):
+    """Guideline rule 3: "allegedly" in the article's voice makes a sentence `unverified`; inside a quotation the
+    sentence stays the speaker's `attributed_quote`.  Both forms have the same words and the same marks, so only
+    the own-voice block can tell them apart on sentences about people it has not seen."""
+    rows = []
+    for i in range(24):
+        hedged = i % 2 == 0
+        s1, p1 = CLAUSES[i]
+        # what follows the hedge is shared by both labels: only where the quotation opens differs
+        said, rest = (("Lee said", "the talks are over"), ("Park told reporters", "the vote was rigged"),
+                      ("Ng wrote on Friday", "the money is gone"), ("Diaz added", "the deal is dead"))[(i // 2) % 4]
+        text = (f'{s1} allegedly {p1}, "{rest}," {said}.' if hedged
+                else f'"{s1} allegedly {p1}, {rest}," {said}.')
+        split = "test" if i >= 18 else "dev" if i >= 14 else "train"
+        others = [("The club declined to comment.", "official_response"), ("The season ends in May.", "claim")]
+        for k, (sentence, y) in enumerate([(text, "unverified" if hedged else "attributed_quote"), *others]):
+            rows.append({"text": sentence, "label": y, "article_id": f"h{i}", "sentence_index": k, "split": split,
+                         "origin": "real"})
+    path = tmp_path / "hedges.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    accuracy = {}
+    for weight in (1.0, 0):
+        cfg = config(path, "context.title=false", f"model.voice_weight={weight}")
+        clf = baseline.fit(cfg, load_splits(cfg), tmp_path / str(weight))
+        test = load_splits(cfg).test.query("sentence_index == 0")
+        predicted = np.array(cfg.labels)[clf.predict_proba(classifier.model_inputs(test)).argmax(axis=1)]
+        accuracy[weight] = float((predicted == test["label"].to_numpy()).mean())
+    assert classifier.read_meta(tmp_path / "0")["context"]["voice"] is False
+    assert accuracy[1.0] == 1.0 > accuracy[0], accuracy  # the words and marks alone: 5 of 6 (where a mark opens)
 
 
 def test_quote_spans_give_one_quotation_one_decision():
@@ -171,7 +227,7 @@ def test_baseline_decides_a_quotation_as_a_whole(tmp_path):
     accuracy = {}
     for spans in (True, False):
         cfg = config(path, "context.window=0", "context.title=false", "context.quotes=false",
-                     f"context.quote_spans={str(spans).lower()}")
+                     f"context.quote_spans={str(spans).lower()}", "model.voice_weight=0")
         baseline.fit(cfg, load_splits(cfg), tmp_path / str(spans))
         test = load_splits(cfg).test
         quoted = test[test["article_id"].isin(test.loc[test["text"].str.contains('"'), "article_id"])]
@@ -193,7 +249,8 @@ def logged_context_model(context_file, tmp_path_factory):
 
 def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
     model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
-    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": True}
+    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": True,
+                                                  "voice": True}
     cont = "We are looking at every option."
     quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
                           "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})

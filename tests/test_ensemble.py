@@ -130,6 +130,18 @@ def test_a_bad_member_config_is_named_before_any_run(tmp_path):
     assert proc.returncode == 2 and "model.members.1.config" in proc.stderr and "no such config file" in proc.stderr
 
 
+def test_a_member_uri_without_a_newstag_model_is_named(tmp_path):
+    """An MLflow model of another kind, or a run whose artifacts were deleted: a clear error, not a traceback."""
+    mlflow.set_experiment("tests")
+    with mlflow.start_run() as run:
+        mlflow.log_text("flavors: {}\n", "model/MLmodel")
+    uri = f"runs:/{run.info.run_id}/model"
+    cfg = ensemble_config(tmp_path / "ens.yaml", f"[{{model: '{uri}'}}, {{model: '{uri}'}}]")
+    proc = run_cli("train", "-c", cfg)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{uri} holds no newstag model" in proc.stderr
+
+
 def test_a_member_trained_on_other_data_is_flagged(tmp_path, trained):
     """Its weight is fitted on dev sentences it may have trained on: the user is told, the run goes on."""
     other = tmp_path / "other.jsonl"

@@ -3,7 +3,9 @@
 The pipeline selects columns of a DataFrame through a ColumnTransformer.  A pipeline fitted on a Series would,
 inside MLflow's pyfunc, iterate over a DataFrame's column names and silently return one row.  Article context
 (``prev``, ``next``, ``title`` from :func:`classifier.with_context`) gets its own vectorizers, scaled by
-``context_weight``, so "said" before the target never reads as "said" in it.
+``context_weight``, so "said" before the target never reads as "said" in it.  The words outside quotation marks
+(``voice``) get a block of their own too: "allegedly" in the article's voice makes a sentence ``unverified``,
+inside a quotation it does not (guideline rule 3).
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
     columns += [(name, TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), name) for name in around]
     if context.get("quotes"):
         columns.append(("quoted", TfidfVectorizer(token_pattern=r"\S+", lowercase=False), "quoted"))
-    features = ColumnTransformer(columns, transformer_weights={name: params.context_weight for name in around} or None)
+    weights = {name: params.context_weight for name in around}
+    if context.get("voice"):
+        columns.append(("voice", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "voice"))
+        weights["voice"] = params.voice_weight
+    features = ColumnTransformer(columns, transformer_weights=weights or None)
     model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
     if params.calibrate:
         model = CalibratedClassifierCV(model, method="sigmoid", cv=3)
@@ -44,9 +50,10 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
 
 
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
-    context = cfg.context.for_model()
+    context = {**cfg.context.for_model(), "voice": cfg.model.voice_weight > 0}
     inputs = classifier.with_context(splits.train, **context)
-    for key, column, what in (("title", "title", "has a title"), ("quotes", "quoted", "starts inside a quotation")):
+    for key, column, what in (("title", "title", "has a title"), ("quotes", "quoted", "starts inside a quotation"),
+                              ("voice", "voice", "has words outside quotation marks")):
         if context[key] and not inputs[column].str.len().any():
             # A block with no text has no vocabulary; the model is logged without it instead.
             warnings.warn(f"context.{key}: no train sentence of {splits.path} {what}; training without it",

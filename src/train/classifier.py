@@ -11,6 +11,7 @@ pooling); the trainers evaluate through this same code, so what is scored is exa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -62,8 +63,9 @@ def _clean(value) -> str:
 
 
 def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = False,
-                 quote_spans: bool = False) -> pd.DataFrame:
-    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`, `span`.
+                 quote_spans: bool = False, voice: bool = False) -> pd.DataFrame:
+    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`, `span`,
+    `voice`.
 
     Rows that share an `article_id` are one article, ordered by `sentence_index` (else by input order), and are
     each other's context; a row without an `article_id` stands alone.  `prev`/`next` join up to `window`
@@ -71,13 +73,13 @@ def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = Fa
     asked for and the sentence starts inside a quotation that an earlier sentence opened (:func:`quoted_starts`),
     else empty: a token, so that the baseline reads it as one more TF-IDF block.  `span` is the row number of the
     first sentence of the quotation a row continues where `quote_spans` is asked for, else the row's own number
-    (:func:`pool_quote_spans`).
+    (:func:`pool_quote_spans`).  `voice` is the text outside quotation marks where asked for (:func:`own_voice`).
     """
     frame = as_frame(inputs)
     texts = [_clean(t) for t in frame["text"].tolist()]
     n = len(texts)
-    prev, nxt, quoted, span = [""] * n, [""] * n, [""] * n, list(range(n))
-    if (window or quotes or quote_spans) and "article_id" in frame.columns:
+    prev, nxt, starts, span = [""] * n, [""] * n, [False] * n, list(range(n))
+    if (window or quotes or quote_spans or voice) and "article_id" in frame.columns:
         ids = [_clean(a) for a in frame["article_id"].tolist()]
         order = frame["sentence_index"].tolist() if "sentence_index" in frame.columns else [None] * n
         groups: dict[str, list[int]] = {}
@@ -89,14 +91,16 @@ def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = Fa
             for k, i in enumerate(rows):
                 prev[i] = " ".join(texts[j] for j in rows[max(0, k - window):k])
                 nxt[i] = " ".join(texts[j] for j in rows[k + 1:k + 1 + window])
-            if quotes or quote_spans:
+            if quotes or quote_spans or voice:
                 for k, inside in enumerate(quoted_starts([texts[i] for i in rows])):
-                    if inside and quotes:
-                        quoted[rows[k]] = QUOTED
+                    starts[rows[k]] = inside
                     if inside and quote_spans:  # never the article's first sentence, so rows[k - 1] exists
                         span[rows[k]] = span[rows[k - 1]]
     titles = [_clean(t) for t in frame["title"].tolist()] if title and "title" in frame.columns else [""] * n
-    return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles, "quoted": quoted, "span": span})
+    quoted = [QUOTED if quotes and inside else "" for inside in starts]
+    own = [own_voice(t, inside) for t, inside in zip(texts, starts)] if voice else [""] * n
+    return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles, "quoted": quoted, "span": span,
+                         "voice": own})
 
 
 def pool_quote_spans(proba: np.ndarray, span) -> np.ndarray:
@@ -124,18 +128,32 @@ QUOTED = "quoted"
 MAX_UNMARKED = 3
 
 
-def _quote_marks(text: str) -> list[bool]:
-    """Each quotation mark of `text` in order: True where it opens.  Curly marks and guillemets say which; a
+_MARKS = re.compile("[\"\u201c\u201d\u00ab\u00bb]")
+
+
+def _quote_marks(text: str) -> list[tuple[int, bool]]:
+    """Each quotation mark of `text` in order, as (position, opens).  Curly marks and guillemets say which; a
     straight one opens at the start, after a space or an opening bracket or dash, and closes elsewhere."""
     marks = []
-    for i, ch in enumerate(text):
-        if ch == '"':
-            marks.append(i == 0 or text[i - 1].isspace() or text[i - 1] in "([{\u2014\u2013-/")
-        elif ch in "\u201c\u00ab":
-            marks.append(True)
-        elif ch in "\u201d\u00bb":
-            marks.append(False)
+    for match in _MARKS.finditer(text):
+        i, ch = match.start(), match.group()
+        marks.append((i, ch in "\u201c\u00ab" or (ch == '"' and (i == 0 or text[i - 1].isspace()
+                                                                  or text[i - 1] in "([{\u2014\u2013-/"))))
     return marks
+
+
+def own_voice(text: str, inside: bool = False) -> str:
+    """The words of `text` outside quotation marks (`inside`: it starts inside one), i.e. the article's own voice.
+    Guideline rule 3: an evidential hedge there makes a sentence `unverified`; inside a direct quotation it keeps
+    the speaker's label, which a bag of the sentence's words alone cannot tell apart."""
+    pieces, start = [], 0
+    for i, opens in _quote_marks(text):
+        if not inside:
+            pieces.append(text[start:i])
+        inside, start = opens, i + 1
+    if not inside:
+        pieces.append(text[start:])
+    return " ".join(" ".join(pieces).split())
 
 
 def quoted_starts(texts: list[str]) -> list[bool]:
@@ -149,7 +167,7 @@ def quoted_starts(texts: list[str]) -> list[bool]:
         inside = inside and unmarked <= MAX_UNMARKED
         starts.append(inside)
         if marks:
-            inside = marks[-1]
+            inside = marks[-1][1]
     return starts
 
 
@@ -466,7 +484,7 @@ def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[lis
     """
     # A sentence that continues an open quotation gets the opening mark it lacks: it then reads as the quoted
     # sentences that the encoder has seen in quotation marks.
-    texts = [f'"{t}' if q and _quote_marks(t[:1]) != [True] else t for t, q in zip(frame["text"], frame["quoted"])]
+    texts = [f'"{t}' if q and _quote_marks(t[:1]) != [(0, True)] else t for t, q in zip(frame["text"], frame["quoted"])]
     if not contextual:
         return texts, None
     pairs = [f"{t} {sep} {p} {sep} {n}".strip() for t, p, n in zip(frame["title"], frame["prev"], frame["next"])]

@@ -49,6 +49,9 @@ def _copy_logged(uri: str, target: Path, labels: tuple[str, ...], digest: str) -
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts" / "model"
     except Exception as err:  # noqa: BLE001 - MLflow raises several types for a missing run, version or alias
         raise ConfigError(f"model.members: cannot fetch {uri!r}: {err}") from None
+    if not (local / classifier.META).is_file():
+        raise ConfigError(f"model.members: {uri} holds no newstag model (no artifacts/model/{classifier.META}): "
+                          "another kind of MLflow model, or one whose artifacts were deleted")
     meta = classifier.read_meta(local)
     if tuple(meta["labels"]) != tuple(labels):
         raise ConfigError(f"model.members: {uri} predicts {meta['labels']}, not this config's labels {list(labels)}")

@@ -83,6 +83,8 @@ class BaselineModel(Strict):
     max_iter: int = Field(2000, ge=10)
     calibrate: bool = Field(False, description="isotonic/sigmoid calibration of probabilities on train folds")
     context_weight: float = Field(0.5, gt=0, description="scale of the context features against the sentence's own")
+    voice_weight: float = Field(1.0, ge=0, description="scale of a block of the words outside quotation marks "
+                                "(the article's own voice, where a hedge counts); 0 leaves it out")
 
 
 class TransformerModel(Strict):

@@ -251,16 +251,37 @@ class BaselineClassifier:
         # The classifier's class order is alphabetical; map it onto the model's label order once.
         self._order = [list(self.estimator.classes_).index(label) for label in self.labels]
         self._words: dict[int, dict[str, np.ndarray]] = {}  # per char_wb vectorizer: word -> in-vocabulary columns
+        self._per_block = self._block_coefficients()
+
+    def _block_coefficients(self) -> list[np.ndarray] | None:
+        """A multinomial logistic regression scores a sentence as the sum of its blocks' scores: each block's
+        weighted coefficients, (block columns x classes), so that no (sentences x all columns) matrix is stacked
+        (scipy's hstack was a third of the model's time).  None for a calibrated or a two-class model."""
+        linear = self.estimator
+        if not hasattr(linear, "coef_") or linear.coef_.shape[0] != len(linear.classes_) or len(linear.classes_) < 3:
+            return None
+        out, start = [], 0
+        for _, vectorizer, _, weight in self.blocks:
+            stop = start + len(vectorizer.vocabulary_)
+            out.append(np.ascontiguousarray(linear.coef_[:, start:stop].T * (1.0 if weight is None else weight)))
+            start = stop
+        return out
 
     def predict_proba(self, inputs) -> np.ndarray:
         frame = with_context(inputs, **self.context)
         return pool_quote_spans(self.sentence_proba(frame), frame["span"])
 
     def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each sentence's own probabilities (of a :func:`with_context` frame), before quotation pooling."""
+        """Each sentence's own probabilities (of a :func:`with_context` frame), before quotation pooling: the
+        softmax of the linear scores, as scikit-learn's predict_proba, summed block by block where it can."""
         if frame.empty:
             return np.zeros((0, len(self.labels)))
-        return self.estimator.predict_proba(self.features(frame))[:, self._order]
+        if self._per_block is None:
+            return self.estimator.predict_proba(self.features(frame))[:, self._order]
+        analysed, scores = {}, np.tile(self.estimator.intercept_, (len(frame), 1))
+        for (_, vectorizer, column, _), coef in zip(self.blocks, self._per_block):
+            scores += self._tfidf(vectorizer, frame[column].tolist(), analysed) @ coef
+        return softmax(scores)[:, self._order]
 
     def features(self, frame: pd.DataFrame):
         """scikit-learn's ColumnTransformer output, exactly, in half the time.  scikit-learn analyses every string

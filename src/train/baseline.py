@@ -52,12 +52,12 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
     context = {**cfg.context.for_model(), "voice": cfg.model.voice_weight > 0}
     inputs = classifier.with_context(splits.train, **context)
-    for key, column, what in (("title", "title", "has a title"), ("quotes", "quoted", "starts inside a quotation"),
-                              ("voice", "voice", "has words outside quotation marks")):
+    for key, setting, column, what in (("title", "context.title", "title", "has a title"),
+                                       ("quotes", "context.quotes", "quoted", "starts inside a quotation"),
+                                       ("voice", "model.voice_weight", "voice", "has words outside quotation marks")):
         if context[key] and not inputs[column].str.len().any():
             # A block with no text has no vocabulary; the model is logged without it instead.
-            warnings.warn(f"context.{key}: no train sentence of {splits.path} {what}; training without it",
-                          stacklevel=1)
+            warnings.warn(f"{setting}: no train sentence of {splits.path} {what}; training without it", stacklevel=1)
             context[key] = False
     pipeline = build(cfg.model, cfg.seed, context).fit(inputs, splits.train["label"],
                                                            clf__sample_weight=splits.train["weight"].to_numpy())

@@ -117,6 +117,32 @@ def test_given_weights_are_kept_and_configs_train_in_the_run(tmp_path, tiny_tran
                                rtol=0, atol=1e-12)
 
 
+def test_the_run_scores_each_member_once_on_dev_and_test(tmp_path, monkeypatch):
+    """The members' dev and test outputs, computed to fit the weights, are what the run's evaluation reads: a
+    transformer member is not scored twice.  Other frames, even equal copies, are computed afresh."""
+    from train import classifier, ensemble as ens
+    from train.config import load_config
+    from train.data import load_splits
+
+    for name, c in (("a", 100.0), ("b", 1.0)):
+        (tmp_path / f"{name}.yaml").write_text(f"extends: {ROOT / 'configs' / 'baseline.yaml'}\nmodel: {{kind: baseline, C: {c}}}\n")
+    cfg = load_config(ensemble_config(tmp_path / "ens.yaml", "[{config: a.yaml}, {config: b.yaml}]"))
+    splits = load_splits(cfg)
+    calls = []
+    sentence_proba = classifier.BaselineClassifier.sentence_proba
+    monkeypatch.setattr(classifier.BaselineClassifier, "sentence_proba",
+                        lambda self, frame: calls.append(len(frame)) or sentence_proba(self, frame))
+    clf = ens.fit(cfg, splits, tmp_path / "model")
+    fresh = classifier.load(tmp_path / "model")
+    calls.clear()
+    for frame in (splits.dev, splits.test):
+        np.testing.assert_array_equal(clf.predict_proba(frame), fresh.predict_proba(frame))
+    assert calls == [len(splits.dev)] * 2 + [len(splits.test)] * 2  # the fresh model's two members, not clf's
+    calls.clear()
+    np.testing.assert_array_equal(clf.predict_proba(splits.dev.copy()), fresh.predict_proba(splits.dev))
+    assert calls == [len(splits.dev)] * 4
+
+
 def test_a_bad_member_config_is_named_before_any_run(tmp_path):
     (tmp_path / "typo.yaml").write_text(f"extends: {ROOT / 'configs' / 'baseline.yaml'}\nmodel: {{kind: baseline, Cee: 1}}\n")
     cfg = ensemble_config(tmp_path / "ens.yaml", "[{config: typo.yaml}, {config: nope.yaml}]",

@@ -93,23 +93,41 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     if any(runtimes):
         meta["runtime"] = next(r for r in runtimes if r)  # lets `newstag tag --runtime` reach the encoder member
     classifier.write_meta(model_dir, meta)
-    meta.update(choose_weights(classifier.load(model_dir), [m["name"] for m in members], splits, params.weights,
+    clf = classifier.load(model_dir)
+    scored = [(frame, clf.member_log_proba(frame)) for frame in (splits.dev, splits.test)]
+    meta.update(choose_weights(clf, [m["name"] for m in members], scored, params.weights,
                                params.temperature_scaling, log_step))
     classifier.write_meta(model_dir, meta)
-    return classifier.load(model_dir)
+    return reusing(classifier.load(model_dir), scored)
 
 
-def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], splits: Splits, weights,
+def reusing(clf: classifier.EnsembleClassifier, scored: list) -> classifier.EnsembleClassifier:
+    """`clf`, answering for the very frames already scored (dev and test) from memory: the members' outputs do
+    not depend on the weights, and the run's shared evaluation would otherwise score every member on dev and
+    test a second time (minutes for a transformer member on two cores)."""
+    compute = clf.member_log_proba
+
+    def member_log_proba(inputs):
+        for frame, log_proba in scored:
+            if inputs is frame:
+                return log_proba
+        return compute(inputs)
+
+    clf.member_log_proba = member_log_proba
+    return clf
+
+
+def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], scored: list, weights,
                    temperature_scaling: bool, log_step=None) -> dict:
-    """The weights (given, or best dev macro-F1 on the grid) and the dev temperature; each member's own dev and
-    test scores go to ``members/<name>/dev/…``, ``…/test/…`` so the run shows what the ensemble adds."""
+    """The weights (given, or best dev macro-F1 on the grid) and the dev temperature, from each member's
+    log-probabilities on dev and test (`scored`, in that order); each member's own dev and test scores go to
+    ``members/<name>/dev/…``, ``…/test/…`` so the run shows what the ensemble adds."""
     evaluator, labels = metrics.Evaluator(clf.labels), clf.labels
     index = {label: i for i, label in enumerate(labels)}
     logged: dict[str, float] = {}
-    parts = {}
-    for split, frame in (("dev", splits.dev), ("test", splits.test)):
-        parts[split] = (frame, clf.member_log_proba(frame),
-                        classifier.with_context(frame, quote_spans=bool(clf.context.get("quote_spans")))["span"])
+    parts = {split: (frame, log_proba,
+                     classifier.with_context(frame, quote_spans=bool(clf.context.get("quote_spans")))["span"])
+             for split, (frame, log_proba) in zip(("dev", "test"), scored)}
     for i, name in enumerate(names):
         for split, (frame, log_proba, _) in parts.items():
             own = classifier.with_context(frame, **clf.members[i].context)["span"]

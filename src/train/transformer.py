@@ -128,12 +128,15 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         weights = torch.tensor(len(y_train) / (len(labels) * counts), dtype=torch.float32)
 
     evaluator = metrics.Evaluator(labels)
+    evaluations = []  # (primary metric, dev logits, dev label ids) of each epoch: calibration reuses the best's
 
     def compute_metrics(prediction):
         """Logits to probabilities; the scoring is the shared evaluator's.  Per sentence: the Trainer does not keep
         the dev set's row order, so quotation pooling (which the final dev and test scores include) is left out."""
         proba = classifier.softmax(prediction.predictions.astype(np.float64))
-        return evaluator.primary([labels[i] for i in prediction.label_ids], proba)
+        scores = evaluator.primary([labels[i] for i in prediction.label_ids], proba)
+        evaluations.append((scores[metrics.PRIMARY_NAME], prediction.predictions, prediction.label_ids))
+        return scores
 
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(
@@ -169,11 +172,14 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             "config": cfg.model_dump(mode="json")}
     classifier.write_meta(model_dir, meta)
     if params.temperature_scaling:
-        logits = classifier.load(model_dir).logits(splits.dev).astype(np.float64)
-        meta["temperature"] = metrics.fit_temperature(logits, y_dev)
-        before = metrics.expected_calibration_error(splits.dev["label"].tolist(), classifier.softmax(logits), labels)
-        after = metrics.expected_calibration_error(
-            splits.dev["label"].tolist(), classifier.softmax(logits / meta["temperature"]), labels)
+        # The kept model's own dev logits, from the evaluation that chose it (the Trainer keeps the first best), so
+        # dev is not run through the model once more (minutes for a base-size encoder on two cores).  Padded
+        # batches: equal to the unpadded runtime's logits to ~1e-6.
+        _, logits, y_eval = max(evaluations, key=lambda e: e[0])
+        logits, gold = logits.astype(np.float64), [labels[i] for i in y_eval]
+        meta["temperature"] = metrics.fit_temperature(logits, y_eval)
+        before = metrics.expected_calibration_error(gold, classifier.softmax(logits), labels)
+        after = metrics.expected_calibration_error(gold, classifier.softmax(logits / meta["temperature"]), labels)
         if log_step is not None:
             log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
                       "calibration/dev_ece_after": after})

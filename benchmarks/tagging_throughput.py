@@ -29,7 +29,7 @@ from dump_throughput import run as tag_dump
 
 from infer.pool import cores
 from infer.segment import model_text
-from train.classifier import encoder_inputs, read_meta, with_context
+from train.classifier import RUNTIMES, encoder_inputs, read_meta, with_context
 from train.classifier import load as load_classifier
 
 
@@ -107,7 +107,7 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     meta = read_meta(model_dir)
     runs = {}
     # None: the model's default runtime, as a user runs it; then every other runtime (torch is the reference).
-    for runtime in [None, *(r for r in ("torch", "onnx", "onnx-int8") if r != meta["runtime"])]:
+    for runtime in [None, *(r for r in RUNTIMES if r != meta["runtime"])]:
         times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
         runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
     if cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each

@@ -36,7 +36,7 @@ def test_model_kinds_are_declared_once():
 
 def test_tag_runtime_choices_come_from_the_registry(tmp_path):
     proc = run_cli("tag", tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--runtime", "gpu")
-    assert proc.returncode == 2 and "'gpu' is not a runtime; choose from torch, onnx, onnx-int8" in proc.stderr
+    assert proc.returncode == 2 and "'gpu' is not a runtime; choose from torch, torch-bf16, torch-int8, onnx, onnx-int8" in proc.stderr
 
 
 def write(tmp_path, text, name="c.yaml"):

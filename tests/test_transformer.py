@@ -44,10 +44,11 @@ def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("runtime", ["torch", "torch-bf16", "torch-int8", "onnx"])
 def test_scores_do_not_depend_on_the_batch(tiny_transformer, runtime):
     """A sentence alone, in one batch with all others, or in batches of other sizes and orders scores the same.
-    (int8 dynamic quantisation scales activations per batch, so that runtime is excluded by design.)"""
+    (ONNX int8 dynamic quantisation scales activations per batch, so that runtime is excluded by design; torch-int8
+    scales them per token.)"""
     from train.classifier import load
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
@@ -176,6 +177,19 @@ def separable_corpus(path, n_articles=48, seed=0):
                          "sentence_index": i, "split": split})
     pd.DataFrame(rows).to_json(path, orient="records", lines=True)
     return [r["text"] for r in rows]
+
+
+@pytest.mark.parametrize(("runtime", "atol"), [("torch-bf16", 0.02), ("torch-int8", 0.05)])
+def test_reduced_precision_runtimes_follow_fp32(tiny_transformer, runtime, atol):
+    """bf16 and int8 linear layers built at load time from the logged fp32 weights: close to fp32, not equal (a
+    runtime that silently ran fp32 would fail the second assertion)."""
+    from train.classifier import load
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
+    exact, reduced = (load(model_dir, runtime=r).predict_proba(TEXTS) for r in ("torch", runtime))
+    assert np.abs(reduced - exact).max() < atol
+    assert np.abs(reduced - exact).max() > 1e-7
+    assert (reduced.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
 def test_tiny_transformer_learns_a_separable_task(tmp_path):

@@ -22,7 +22,7 @@ from mlflow.pyfunc import PythonModel
 META = "meta.json"
 # Types skops does not trust by default that older baselines (skops pipelines) contain (probability calibration).
 SKOPS_ALLOWED = {"sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"}
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
 
 
 def read_meta(model_dir: str | Path) -> dict:
@@ -375,6 +375,43 @@ def load_encoder_classifier(model_dir: Path, meta: dict):
     return model.eval()
 
 
+def reduced_precision(model, runtime: str):
+    """`model` with its encoder's Linear layers computed in bfloat16 (``torch-bf16``: fp32 accumulation) or int8
+    (``torch-int8``: weights per output channel, activations per token, exact int32 accumulation), built from the fp32
+    weights at load time, so every logged model has them.  The scales are per row, never per batch, so a sentence
+    scores the same in any batch; LayerNorm, attention softmax, the residual stream and the head stay fp32."""
+    import torch
+
+    class ReducedLinear(torch.nn.Module):
+        def __init__(self, linear):
+            super().__init__()
+            weight = linear.weight.detach()
+            self.bias = None if linear.bias is None else linear.bias.detach()
+            if runtime == "torch-bf16":
+                self.weight = weight.to(torch.bfloat16)
+            else:
+                self.scale = (weight.abs().amax(1) / 127).clamp(min=1e-12)
+                # (in, out) over column-major storage: the layout torch._int_mm runs fastest on
+                self.weight = torch.round(weight / self.scale[:, None]).to(torch.int8).contiguous().t()
+
+        def forward(self, x):
+            rows = x.reshape(-1, x.shape[-1])
+            if runtime == "torch-bf16":
+                out = torch.nn.functional.linear(rows.to(torch.bfloat16), self.weight).float()
+            else:
+                scale = (rows.abs().amax(1, keepdim=True) / 127).clamp(min=1e-12)
+                out = torch._int_mm(torch.round(rows / scale).to(torch.int8), self.weight).float() * scale * self.scale
+            if self.bias is not None:
+                out = out + self.bias
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    for module in list(model.encoder.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(module, name, ReducedLinear(child))
+    return model
+
+
 def encoder_tokenizer(encoder_dir: Path, max_length: int):
     """The encoder's own ``tokenizer.json`` through `tokenizers` alone, truncating longest first as in training:
     the same ids as transformers' fast tokenizer without importing transformers or torch, which would add seconds
@@ -414,12 +451,14 @@ class TransformerClassifier:
         if self.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
         self.tokenizer, self.sep = encoder_tokenizer(model_dir / "encoder", self.max_length)
-        if self.runtime == "torch":
+        if self.runtime.startswith("torch"):
             if threads:
                 import torch
 
                 torch.set_num_threads(threads)
             self.model = load_encoder_classifier(model_dir, meta)
+            if self.runtime != "torch":
+                self.model = reduced_precision(self.model, self.runtime)
         else:
             import onnxruntime as ort
 
@@ -448,7 +487,7 @@ class TransformerClassifier:
         for idx in length_batches([len(i) for i in ids], self.batch_size):
             batch = np.array([ids[i] for i in idx], dtype=np.int64)
             mask = np.ones_like(batch)
-            if self.runtime == "torch":
+            if self.runtime.startswith("torch"):
                 import torch
 
                 with torch.inference_mode():

@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="models:/newstag@champion")
     parser.add_argument("--train-baseline", action="store_true", help="train the baseline into a temporary store first")
-    parser.add_argument("--runtime", help="transformer runtime (torch, torch-bf16, torch-int8, onnx, onnx-int8)")
+    parser.add_argument("--runtime", help="transformer runtime, as `newstag tag --runtime` takes it (default: the model's)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--sentences", type=int, nargs=2, default=[4, 12], metavar=("MIN", "MAX"))
     parser.add_argument("--repeats", type=int, default=1)

@@ -378,7 +378,8 @@ def load_encoder_classifier(model_dir: Path, meta: dict):
 def reduced_precision(model, runtime: str):
     """`model` with its encoder's Linear layers computed in bfloat16 (``torch-bf16``: fp32 accumulation) or int8
     (``torch-int8``: weights per output channel, activations per token, exact int32 accumulation), built from the fp32
-    weights at load time, so every logged model has them.  The scales are per row, never per batch, so a sentence
+    weights at load time, so no artifact is added (models logged before them lack them: a model carries the
+    classifier.py it was logged with).  The scales are per row, never per batch, so a sentence
     scores the same in any batch; LayerNorm, attention softmax, the residual stream and the head stay fp32."""
     import torch
 

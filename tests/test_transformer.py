@@ -217,3 +217,45 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
     own = classifier.softmax(clf.logits(splits.dev).astype(np.float64))
     ece = metrics.expected_calibration_error(splits.dev["label"].tolist(), own, cfg.labels)
     assert logged["calibration/dev_ece_before"] == pytest.approx(ece, abs=1e-6)
+
+
+def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
+    """`freeze_layers: 1`: the embeddings and the first block stay exactly as pretrained, the second learns; bf16
+    autocast training still learns the separable task."""
+    import torch
+    from safetensors.torch import load_file
+    from tiny_transformer import build_tiny_bert
+
+    from train import classifier, transformer
+    from train.config import load_config
+    from train.data import load_splits
+    from train.metrics import Evaluator
+
+    texts = separable_corpus(tmp_path / "separable.jsonl")
+    bert = build_tiny_bert(tmp_path / "bert", texts)
+    cfg = load_config(tiny_transformer_config(
+        tmp_path / "frozen.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
+        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch, freeze_layers: 1,"
+        " train_precision: bf16"))
+    splits = load_splits(cfg)
+    transformer.fit(cfg, splits, tmp_path / "model", None)
+    before, after = load_file(bert / "model.safetensors"), load_file(tmp_path / "model" / "encoder" / "model.safetensors")
+    frozen = [k for k in before if ".embeddings." in f".{k}" or ".layer.0." in f".{k}"]
+    learned = [k for k in before if ".layer.1." in f".{k}"]
+    assert frozen and learned
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in learned if k.endswith("weight"))
+    clf = classifier.load(tmp_path / "model")
+    scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
+    assert scores["test/accuracy"] >= 0.9, scores
+
+
+def test_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
+    from tiny_transformer import build_tiny_bert
+
+    from train import transformer
+    from train.config import ConfigError
+
+    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c"])))
+    with pytest.raises(ConfigError, match=r"model.freeze_layers: 9 is more than the \d+ layers"):
+        transformer.freeze_lower(encoder, 9)

@@ -29,7 +29,7 @@ from dump_throughput import run as tag_dump
 
 from infer.pool import cores
 from infer.segment import model_text
-from train.classifier import RUNTIMES, encoder_inputs, read_meta, with_context
+from train.classifier import RUNTIMES, encoder_inputs, read_meta, resolve_runtime, with_context
 from train.classifier import load as load_classifier
 
 
@@ -106,8 +106,9 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(uri), "artifacts", "model")
     meta = read_meta(model_dir)
     runs = {}
+    default = resolve_runtime(meta["runtime"], model_dir)  # what `auto` picks on this machine
     # None: the model's default runtime, as a user runs it; then every other runtime (torch is the reference).
-    for runtime in [None, *(r for r in RUNTIMES if r != meta["runtime"])]:
+    for runtime in [None, *(r for r in RUNTIMES if r != default)]:
         times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
         runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
     if cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each
@@ -123,14 +124,15 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     _, other_batch = tag(dump, uri, tmp / "out.parquet", "--batch-size", "48")
 
     n = len(reference)
-    print(f"\n{uri}: default runtime {meta['runtime']}, context {meta.get('context')}; {n:,} sentences of "
-          f"{len(titles)} real-news articles; naive loop with {threads} torch threads; median of {repeats}\n")
+    print(f"\n{uri}: default runtime {meta['runtime']} ({default} here), context {meta.get('context')}; "
+          f"{n:,} sentences of {len(titles)} real-news articles; naive loop with {threads} torch threads; "
+          f"median of {repeats}\n")
     print("| path | seconds | sentences/s | vs naive | max prob diff vs torch | labels = torch |")
     print("|---|---|---|---|---|---|")
     agree = (naive_labels == reference["label"].to_numpy()).mean()
     print(f"| naive `pipeline` loop, model loaded (reference) | {naive_t:.1f} | {n / naive_t:,.0f} | 1.0x | n/a | {agree:.2%} |")
     for runtime, (seconds, rows) in runs.items():
-        name = (f"**`newstag tag` (default: {meta['runtime']})**" if runtime is None else
+        name = (f"**`newstag tag` (default: {default})**" if runtime is None else
                 f"`newstag tag --{runtime}`" if runtime.startswith("workers") else
                 f"`newstag tag --runtime {runtime}`")
         diff = np.abs(rows[probs].to_numpy() - reference[probs].to_numpy()).max()

@@ -154,7 +154,8 @@ def tiny_transformer(tmp_path_factory):
     d = tmp_path_factory.mktemp("tinybert")
     bert = build_tiny_bert(d / "bert", TEXTS)
     cfg = tiny_transformer_config(d / "tiny-transformer.yaml", TINY, bert,
-                                  "epochs: 3, batch_size: 8, learning_rate: 1.0e-3, runtime: onnx-int8",
+                                  "epochs: 3, batch_size: 8, learning_rate: 1.0e-3, runtime: onnx-int8,"
+                                  " train_precision: auto",
                                   "eval: {bootstrap: 20}\n"
                                   # article context whatever the shipped default: the ONNX pair path stays tested
                                   "context: {window: 1, title: true}\n"

@@ -31,12 +31,13 @@ def test_model_kinds_are_declared_once():
     for name, kind in KINDS.items():
         assert kind.params.model_fields["kind"].annotation.__args__ == (name,)
         assert not set(kind.requirements) & set(COMMON_REQUIREMENTS)
-    assert runtimes() == classifier.RUNTIMES == KINDS["transformer"].runtimes
+    assert runtimes() == (classifier.AUTO, *classifier.RUNTIMES) == KINDS["transformer"].runtimes
 
 
 def test_tag_runtime_choices_come_from_the_registry(tmp_path):
     proc = run_cli("tag", tmp_path / "in.jsonl", "-o", tmp_path / "o.jsonl", "--runtime", "gpu")
-    assert proc.returncode == 2 and "'gpu' is not a runtime; choose from torch, torch-bf16, torch-int8, onnx, onnx-int8" in proc.stderr
+    assert proc.returncode == 2
+    assert "'gpu' is not a runtime; choose from auto, torch, torch-bf16, torch-int8, onnx, onnx-int8" in proc.stderr
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -17,9 +17,13 @@ TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
 
 
 def test_run_has_curves_and_shared_metric_names(tiny_transformer):
+    from train.classifier import native_bf16
+
     client = mlflow.MlflowClient()
     run = client.get_run(tiny_transformer["run_id"])
     assert run.data.tags["model_kind"] == "transformer"
+    # `auto` precision resolved on this machine, and said so in the run
+    assert run.data.tags["resolved.train_precision"] == ("bf16" if native_bf16() else "fp32")
     for name in ("dev/macro_f1", "test/macro_f1", "test/f1_unverified", "dev/ece", "calibration/temperature"):
         assert name in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
@@ -192,6 +196,44 @@ def test_reduced_precision_runtimes_follow_fp32(tiny_transformer, runtime, atol)
     assert (reduced.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
+def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_transformer, tmp_path, monkeypatch):
+    """`auto` gives exactly what the runtime it stands for gives: torch-bf16 with native bf16, else ONNX fp32, else
+    (a model without a graph) torch."""
+    import shutil
+
+    from train import classifier
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts",
+                                 "model"), model_dir)
+    expected = {r: classifier.load(model_dir, runtime=r).predict_proba(TEXTS) for r in ("torch-bf16", "onnx", "torch")}
+    assert np.abs(expected["torch-bf16"] - expected["onnx"]).max() > 1e-7  # the three are told apart
+    for native, runtime in ((True, "torch-bf16"), (False, "onnx")):
+        monkeypatch.setattr(classifier, "native_bf16", lambda native=native: native)
+        clf = classifier.load(model_dir, runtime="auto")
+        assert clf.runtime == runtime
+        np.testing.assert_array_equal(clf.predict_proba(TEXTS), expected[runtime])
+    (model_dir / "model.onnx").unlink()
+    clf = classifier.load(model_dir, runtime="auto")
+    assert clf.runtime == "torch"
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), expected["torch"])
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path):
+    import torch
+
+    from train.classifier import native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, native in (("fpu avx2 avx512f avx512_vnni", False), ("fpu avx512f avx512_bf16", True),
+                          ("fpu amx_tile amx_bf16 amx_int8", True)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert native_bf16(str(cpuinfo)) is native
+    assert native_bf16(str(tmp_path / "absent")) is False
+    if os.path.exists("/proc/cpuinfo"):  # this machine: the flags agree with torch's own check
+        assert native_bf16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def test_tiny_transformer_learns_a_separable_task(tmp_path):
     """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
     from tiny_transformer import build_tiny_bert
@@ -205,7 +247,7 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
     bert = build_tiny_bert(tmp_path / "bert", texts)
     cfg = load_config(tiny_transformer_config(
         tmp_path / "learn.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
-        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch"))
+        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch, train_precision: fp32"))
     splits = load_splits(cfg)
     logged = {}
     transformer.fit(cfg, splits, tmp_path / "model", lambda values, step=None: logged.update(values))

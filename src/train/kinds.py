@@ -100,13 +100,15 @@ class TransformerModel(Strict):
     weight_decay: float = Field(0.01, ge=0)
     class_weights: Literal["balanced"] | None = "balanced"
     early_stopping_patience: int | None = Field(2, ge=1)
-    train_precision: Literal["fp32", "bf16"] = Field(
+    train_precision: Literal["auto", "fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast with fp32 master weights, ~1.8x faster steps where the CPU computes bf16 "
-                            "natively (AVX-512 BF16, AMX), slower where it emulates it")
+                            "natively (AVX-512 BF16, AMX), slower where it emulates it; auto: bf16 there, else fp32 "
+                            "(the run's tag resolved.train_precision says which)")
     freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the lowest N encoder layers at their "
                                                     "pretrained weights: fewer gradients and optimizer updates a step")
-    runtime: Literal[classifier.RUNTIMES] = Field(
-        "torch", description="inference runtime of the logged model (torch when there is no ONNX graph)")
+    runtime: Literal[(classifier.AUTO, *classifier.RUNTIMES)] = Field(
+        "torch", description="inference runtime of the logged model (torch when there is no ONNX graph); auto: "
+                             "torch-bf16 on CPUs with native bfloat16, else onnx, chosen where the model loads")
     temperature_scaling: bool = True
     export_onnx: bool = Field(True, description="also ship ONNX fp32/int8 graphs (false, or a failed export: torch only)")
 
@@ -151,7 +153,8 @@ class EnsembleModel(Strict):
 register(Kind("baseline", BaselineModel, "train.baseline:fit", classifier.BaselineClassifier,
               requirements=("scikit-learn",)))
 register(Kind("transformer", TransformerModel, "train.transformer:fit", classifier.TransformerClassifier,
-              requirements=("torch", "transformers", "safetensors", "onnxruntime"), runtimes=classifier.RUNTIMES))
+              requirements=("torch", "transformers", "safetensors", "onnxruntime"),
+              runtimes=(classifier.AUTO, *classifier.RUNTIMES)))
 # An ensemble needs what its members' kinds need (tracking reads them from the model's meta.json).
 register(Kind("ensemble", EnsembleModel, "train.ensemble:fit", classifier.EnsembleClassifier, requirements=(),
               check="train.ensemble:member_configs"))

@@ -39,6 +39,7 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         model_uri, version = None, None
         try:
             clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
+            tracking.log_resolved(model_dir)
             if cfg.tracking.log_model:
                 model_uri, version = tracking.log_model(model_dir, cfg, splits.dev.head(3))
         except Exception:

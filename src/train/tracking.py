@@ -160,6 +160,11 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
     return info.model_uri, version
 
 
+def log_resolved(model_dir: Path) -> None:
+    """What the config left to the machine (``auto`` settings) as the run's ``resolved.*`` tags."""
+    mlflow.set_tags({f"resolved.{k}": v for k, v in (classifier.read_meta(model_dir).get("resolved") or {}).items()})
+
+
 def keep_model_files(model_dir: Path) -> None:
     """The trained model directory as plain run artifacts (``model-files/``), loadable with ``classifier.load``."""
     mlflow.log_artifacts(str(model_dir), artifact_path="model-files")

@@ -153,7 +153,10 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         evaluations.append((scores[metrics.PRIMARY_NAME], prediction.predictions, prediction.label_ids))
         return scores
 
-    bf16 = params.train_precision == "bf16"
+    precision = params.train_precision
+    if precision == "auto":
+        precision = "bf16" if classifier.native_bf16() else "fp32"
+    bf16 = precision == "bf16"
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
@@ -181,14 +184,15 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line
         trainer.train()
-        model = trainer.model.eval()
+        # Without the autocast wrapper bf16 training puts on forward: the export must trace fp32 arithmetic.
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
     model_dir.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(model_dir / "encoder")
     tokenizer.save_pretrained(model_dir / "encoder")
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"kind": "transformer", "labels": list(labels), "max_length": params.max_length, "pooling": params.pooling,
             "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0, "context": context,
-            "config": cfg.model_dump(mode="json")}
+            "config": cfg.model_dump(mode="json"), "resolved": {"train_precision": precision}}
     classifier.write_meta(model_dir, meta)
     if params.temperature_scaling:
         # The kept model's own dev logits, from the evaluation that chose it (the Trainer keeps the first best), so
@@ -203,13 +207,15 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
                       "calibration/dev_ece_after": after})
     # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  No export
-    # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model.
-    meta["runtime"] = params.runtime if params.export_onnx else "torch"
+    # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model (`auto` then falls back
+    # to torch by itself).
+    without_graph = "torch" if params.runtime.startswith("onnx") else params.runtime
+    meta["runtime"] = params.runtime if params.export_onnx else without_graph
     if params.export_onnx:
         try:
             export_onnx(model, tokenizer, model_dir, quantize=True)
         except Exception as err:  # noqa: BLE001 - any exporter failure; the torch model stays usable
-            warnings.warn(f"ONNX export failed, the model keeps the torch runtime only: {err}", stacklevel=1)
-            meta["runtime"] = "torch"
+            warnings.warn(f"ONNX export failed, the model keeps the torch runtimes only: {err}", stacklevel=1)
+            meta["runtime"] = without_graph
     classifier.write_meta(model_dir, meta)
     return classifier.load(model_dir)

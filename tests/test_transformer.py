@@ -303,3 +303,27 @@ def test_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
     _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c"])))
     with pytest.raises(ConfigError, match=r"model.freeze_layers: 9 is more than the \d+ layers"):
         transformer.freeze_lower(encoder, 9)
+
+
+def test_a_job_pins_the_runtime_auto_resolved_to(tmp_path, tiny_transformer):
+    """The job manifest records the runtime the model computes with, so resuming where `auto` means another runtime
+    (another CPU kind) is refused instead of mixing the two runtimes' rows in one output."""
+    from infer.job import Job, JobError
+    from infer.tagger import Tagger
+    from train.classifier import native_bf16
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"id": f"a{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out, uri = tmp_path / "o.jsonl", "models:/newstag-tiny-transformer@candidate"
+    resolved = "torch-bf16" if native_bf16() else "onnx"
+    proc = run_cli("tag", src, "-o", out, "--model", uri, "--runtime", "auto", "--chunk-size", "2", "--workers", "1",
+                   env={"NEWSTAG_CRASH_AT": "chunk-1"})
+    assert proc.returncode == -9
+    assert json.loads((tmp_path / "o.jsonl.parts" / "manifest.json").read_text())["runtime"] == resolved
+    assert Tagger(uri, runtime="auto").runtime == resolved
+    other = Tagger(uri, runtime="onnx" if resolved == "torch-bf16" else "torch-bf16")
+    with pytest.raises(JobError, match=f"runtime was '{resolved}'"):
+        Job([str(src)], str(out), other, resume=True, chunk_size=2).run()
+    run_cli("tag", src, "-o", out, "--model", uri, "--runtime", "auto", "--chunk-size", "2", "--workers", "1",
+            "--resume", check=True)
+    assert len(pd.read_json(out, lines=True)) >= len(TEXTS)

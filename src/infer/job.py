@@ -89,14 +89,15 @@ class Job:
 
     def manifest(self) -> dict:
         """Everything that decides the output rows.  Batch size counts only where scores depend on it (not the
-        baseline's); the model's uuid pins the model an alias pointed at."""
+        baseline's); the model's uuid pins the model an alias pointed at; the runtime is the one the model computes
+        with, so a resume on a CPU where ``auto`` means another runtime is refused instead of mixing the two."""
         meta = self.tagger.model.metadata
         extra = meta.metadata or {}
         return {"newstag": newstag.__version__, "inputs": [str(Path(p).resolve()) for p in self.inputs],
                 "format": self.fmt, "chunk_size": self.chunk_size, "max_chars": self.max_chars,
                 "model_uri": self.tagger.model_uri, "model_version": self.tagger.version,
-                "model_uuid": meta.model_uuid, "runtime": self.runtime, "segmenter": self.tagger.segmenter,
-                "min_score": self.tagger.min_score, "context": extra.get("context"),
+                "model_uuid": meta.model_uuid, "runtime": self.tagger.runtime or self.runtime,
+                "segmenter": self.tagger.segmenter, "min_score": self.tagger.min_score, "context": extra.get("context"),
                 "batch_size": None if extra.get("model_kind") == "baseline" else self.tagger.batch_size,
                 "files": fingerprint(self.inputs)}
 

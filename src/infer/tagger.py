@@ -98,6 +98,12 @@ class Tagger:
         self.seconds = {"segment": 0.0, "model": 0.0}  # where tagging time goes, for summaries and benchmarks
 
     @property
+    def runtime(self) -> str | None:
+        """The runtime the model computes with on this machine (what ``auto`` resolved to); None for a model with
+        one runtime (the baseline) or logged before models reported it."""
+        return getattr(getattr(self.model.unwrap_python_model(), "classifier", None), "runtime", None)
+
+    @property
     def settable(self) -> dict:
         """What the model lets ``load_model(model_config=...)`` set: its runtime (and intra-op threads, since
         2026-12) for a transformer, nothing for the baseline, which computes on one thread."""

@@ -540,6 +540,7 @@ class EnsembleClassifier:
         self.labels = tuple(meta["labels"])
         self.context = meta.get("context") or {}
         self.members = [load(model_dir / member["dir"], runtime, threads) for member in meta["members"]]
+        self.runtime = next((m.runtime for m in self.members if getattr(m, "runtime", None)), None)  # its encoder's
         self.weights = np.asarray(meta["weights"], dtype=np.float64)
         self.temperature = float(meta.get("temperature", 1.0))
 

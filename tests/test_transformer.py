@@ -234,26 +234,36 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path):
         assert native_bf16() == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def test_tiny_transformer_learns_a_separable_task(tmp_path):
-    """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
+def fit_separable(tmp_path, keys: str, log_step=None):
+    """The tiny BERT trained twelve epochs on the separable corpus, `keys` added to its model section: the config,
+    splits, BERT directory, the saved model as loaded, and its accuracy on the 32 test sentences (8 unseen articles)."""
     from tiny_transformer import build_tiny_bert
 
-    from train import classifier, metrics, transformer
+    from train import classifier, transformer
     from train.config import load_config
     from train.data import load_splits
     from train.metrics import Evaluator
 
-    texts = separable_corpus(tmp_path / "separable.jsonl")
-    bert = build_tiny_bert(tmp_path / "bert", texts)
+    bert = build_tiny_bert(tmp_path / "bert", separable_corpus(tmp_path / "separable.jsonl"))
     cfg = load_config(tiny_transformer_config(
-        tmp_path / "learn.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
-        " max_length: 32, early_stopping_patience: null, export_onnx: false, runtime: torch, train_precision: fp32"))
+        tmp_path / "separable.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16,"
+        f" learning_rate: 3.0e-3, max_length: 32, early_stopping_patience: null, runtime: torch, {keys}"))
     splits = load_splits(cfg)
-    logged = {}
-    transformer.fit(cfg, splits, tmp_path / "model", lambda values, step=None: logged.update(values))
+    transformer.fit(cfg, splits, tmp_path / "model", log_step)
     clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature
     scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
-    assert len(splits.test) == 32 and scores["test/accuracy"] >= 0.9, scores
+    assert len(splits.test) == 32
+    return cfg, splits, bert, clf, scores["test/accuracy"]
+
+
+def test_tiny_transformer_learns_a_separable_task(tmp_path):
+    """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
+    from train import classifier, metrics
+
+    logged = {}
+    cfg, splits, _, clf, accuracy = fit_separable(tmp_path, "export_onnx: false, train_precision: fp32",
+                                                  lambda values, step=None: logged.update(values))
+    assert accuracy >= 0.9
     # Calibration reuses the dev logits of the evaluation that chose the kept epoch (no further dev pass): they must
     # be the saved model's own.  Twelve epochs, the best an early one: a later epoch's logits give another ECE.
     own = classifier.softmax(clf.logits(splits.dev).astype(np.float64))
@@ -267,29 +277,17 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
     on the CPU: tracing the autocast wrapper the Trainer leaves on forward gave a graph that does not load)."""
     import torch
     from safetensors.torch import load_file
-    from tiny_transformer import build_tiny_bert
 
-    from train import classifier, transformer
-    from train.config import load_config
-    from train.data import load_splits
-    from train.metrics import Evaluator
+    from train import classifier
 
-    texts = separable_corpus(tmp_path / "separable.jsonl")
-    bert = build_tiny_bert(tmp_path / "bert", texts)
-    cfg = load_config(tiny_transformer_config(
-        tmp_path / "frozen.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16, learning_rate: 3.0e-3,"
-        " max_length: 32, early_stopping_patience: null, runtime: torch, freeze_layers: 1, train_precision: bf16"))
-    splits = load_splits(cfg)
-    transformer.fit(cfg, splits, tmp_path / "model", None)
+    _, splits, bert, clf, accuracy = fit_separable(tmp_path, "freeze_layers: 1, train_precision: bf16")
     before, after = load_file(bert / "model.safetensors"), load_file(tmp_path / "model" / "encoder" / "model.safetensors")
     frozen = [k for k in before if ".embeddings." in f".{k}" or ".layer.0." in f".{k}"]
     learned = [k for k in before if ".layer.1." in f".{k}"]
     assert frozen and learned
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert all(not torch.equal(before[k], after[k]) for k in learned if k.endswith("weight"))
-    clf = classifier.load(tmp_path / "model")
-    scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
-    assert scores["test/accuracy"] >= 0.9, scores
+    assert accuracy >= 0.9
     onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
 

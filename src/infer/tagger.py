@@ -100,7 +100,7 @@ class Tagger:
     @property
     def runtime(self) -> str | None:
         """The runtime the model computes with on this machine (what ``auto`` resolved to); None for a model with
-        one runtime (the baseline) or logged before models reported it."""
+        one runtime (the baseline) and for ensembles logged before 2026-12-05, whose loader did not name one."""
         return getattr(getattr(self.model.unwrap_python_model(), "classifier", None), "runtime", None)
 
     @property

@@ -280,7 +280,9 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
 
     from train import classifier
 
-    _, splits, bert, clf, accuracy = fit_separable(tmp_path, "freeze_layers: 1, train_precision: bf16")
+    _, splits, bert, clf, accuracy = fit_separable(tmp_path, "freeze_layers: 1, train_precision: bf16, dropout: 0.0")
+    saved = json.loads((tmp_path / "model" / "encoder" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0  # `dropout` reached the encoder
     before, after = load_file(bert / "model.safetensors"), load_file(tmp_path / "model" / "encoder" / "model.safetensors")
     frozen = [k for k in before if ".embeddings." in f".{k}" or ".layer.0." in f".{k}"]
     learned = [k for k in before if ".layer.1." in f".{k}"]
@@ -290,6 +292,23 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
     assert accuracy >= 0.9
     onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
+
+
+def test_dropout_zero_makes_training_mode_deterministic(tmp_path):
+    """`model.dropout: 0` replaces every dropout probability of the checkpoint's config: in training mode two passes
+    then agree exactly; the checkpoint's own (0.1) makes them differ."""
+    import torch
+    from tiny_transformer import build_tiny_bert
+
+    from train import transformer
+
+    bert = str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"]))
+    ids = torch.tensor([[2, 5, 6, 7, 8, 3]])
+    for dropout, same in ((0.0, True), (None, False)):
+        _, encoder = transformer.load_pretrained(bert, dropout)
+        encoder.train()
+        first, second = (encoder(input_ids=ids).last_hidden_state for _ in range(2))
+        assert torch.equal(first, second) is same
 
 
 def test_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):

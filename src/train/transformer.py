@@ -175,7 +175,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=True, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
-            save_total_limit=2, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+            save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
+            report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
             train_sampling_strategy="group_by_length",  # less padding: context inputs vary 40-128 tokens
             dataloader_pin_memory=torch.cuda.is_available(),
@@ -183,6 +184,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             # the Trainer takes bf16 only when told it runs on the CPU.
             bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available(),
         )
+        # Dev in length order: its batches pad less (each row's label travels with it, so scores are unchanged).
+        dev_set = _encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length)
+        dev_set = dev_set.select(np.argsort([len(ids) for ids in dev_set["input_ids"]], kind="stable"))
         callbacks = [CurveLogger(log_step)]
         if params.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
@@ -190,7 +194,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             model=model, args=args, class_weights=weights, processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
-            eval_dataset=_encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length),
+            eval_dataset=dev_set,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line

@@ -289,7 +289,7 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     bert = build_tiny_bert(tmp_path / "bert", TEXTS + [r["text"] for r in context_rows()] + ["minister speaks"])
     cfg = load_config(ROOT / "configs/transformer.yaml", [
         f"data.path={context_file}", f"model.name_or_path={bert}", "model.epochs=1", "model.batch_size=8",
-        "model.export_onnx=false", "context.window=1", "context.title=true", "model.max_length=64"])
+        "model.export_onnx=false", "model.freeze_layers=0", "context.window=1", "context.title=true", "model.max_length=64"])
     clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     frame = pd.DataFrame(context_rows()[:6])
     together = clf.predict_proba(frame)

@@ -28,6 +28,11 @@ def test_run_has_curves_and_shared_metric_names(tiny_transformer):
         assert name in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "train/loss")) == 3
     assert len(client.get_metric_history(run.info.run_id, "dev/loss")) == 3
+    # The final dev score is logged after the three epochs' curve points, at the last epoch's step, so it is the
+    # value MLflow shows (UI, `newstag grid`, seed means), not the curve's last point.
+    history = sorted(client.get_metric_history(run.info.run_id, "dev/macro_f1"), key=lambda m: m.timestamp)
+    assert [m.step for m in history] == [1, 2, 3, 3]
+    assert run.data.metrics["dev/macro_f1"] == pytest.approx(tiny_transformer["dev/macro_f1"], abs=1e-4)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert not [a for a in artifacts if "checkpoint" in a]
 

@@ -114,7 +114,18 @@ def log_seed_summary(children: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+_curve_end: dict[str, int] = {}  # run id -> the last step a curve logged
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Curves pass their step; a final score (no step) goes to the run's last curve step.  MLflow shows a name's
+    latest value (highest step, then newest), so `dev/macro_f1` in the UI, `newstag grid` and the seed summary is
+    the final dev score, not the curve's last epoch (per sentence, maybe not the epoch that was kept)."""
+    run_id = (mlflow.active_run() or mlflow.start_run()).info.run_id
+    if step is None:
+        step = _curve_end.get(run_id, 0)
+    else:
+        _curve_end[run_id] = max(step, _curve_end.get(run_id, 0))
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 

@@ -53,6 +53,20 @@ def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pkl"))]
 
 
+def test_the_same_sentences_scored_again_reuse_their_logits(tiny_transformer):
+    """Training scores dev for the temperature and then for the report: the second pass must not run the encoder,
+    and only the very same input set may be answered from memory."""
+    from train.classifier import load
+
+    model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
+    clf = load(model_dir, runtime="torch")
+    first = clf.predict_proba(TEXTS)
+    clf.model = None  # no encoder left: only remembered logits can answer
+    np.testing.assert_array_equal(clf.predict_proba(TEXTS), first)
+    with pytest.raises(TypeError):
+        clf.predict_proba(TEXTS[:-1])
+
+
 @pytest.mark.parametrize("runtime", ["torch", "torch-bf16", "torch-int8", "onnx"])
 def test_scores_do_not_depend_on_the_batch(tiny_transformer, runtime):
     """A sentence alone, in one batch with all others, or in batches of other sizes and orders scores the same.

@@ -154,47 +154,47 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         weights = torch.tensor(len(y_train) / (len(labels) * counts), dtype=torch.float32)
 
     evaluator = metrics.Evaluator(labels)
-    evaluations = []  # (primary metric, dev logits, dev label ids) of each epoch: calibration reuses the best's
 
     def compute_metrics(prediction):
         """Logits to probabilities; the scoring is the shared evaluator's.  Per sentence: the Trainer does not keep
         the dev set's row order, so quotation pooling (which the final dev and test scores include) is left out."""
         proba = classifier.softmax(prediction.predictions.astype(np.float64))
-        scores = evaluator.primary([labels[i] for i in prediction.label_ids], proba)
-        evaluations.append((scores[metrics.PRIMARY_NAME], prediction.predictions, prediction.label_ids))
-        return scores
+        return evaluator.primary([labels[i] for i in prediction.label_ids], proba)
 
     precision = params.train_precision
     if precision == "auto":
         precision = "bf16" if classifier.native_bf16() else "fp32"
     bf16 = precision == "bf16"
+    # Dev is scored each epoch only when there is an epoch to choose: with one, the Trainer's dev pass (minutes for a
+    # base-size encoder on two cores) would repeat the final evaluation.
+    per_epoch = "epoch" if params.epochs > 1 else "no"
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(
-            output_dir=scratch, eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
+            output_dir=scratch, eval_strategy=per_epoch, save_strategy=per_epoch, logging_strategy="epoch",
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
-            load_best_model_at_end=True, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
+            load_best_model_at_end=per_epoch == "epoch", metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
             train_sampling_strategy="group_by_length",  # less padding: context inputs vary 40-128 tokens
             dataloader_pin_memory=torch.cuda.is_available(),
-            # bf16 autocast covers dev too: selection and calibration read bf16 logits.  On a machine without a GPU
-            # the Trainer takes bf16 only when told it runs on the CPU.
+            # bf16 autocast covers the epochs' dev scores too (selection).  On a machine without a GPU the Trainer
+            # takes bf16 only when told it runs on the CPU.
             bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available(),
         )
         # Dev in length order: its batches pad less (each row's label travels with it, so scores are unchanged).
         dev_set = _encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length)
         dev_set = dev_set.select(np.argsort([len(ids) for ids in dev_set["input_ids"]], kind="stable"))
         callbacks = [CurveLogger(log_step)]
-        if params.early_stopping_patience:
+        if params.early_stopping_patience and per_epoch == "epoch":
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
             model=model, args=args, class_weights=weights, processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
-            eval_dataset=dev_set,
+            eval_dataset=dev_set if per_epoch == "epoch" else None,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line
@@ -209,18 +209,6 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0, "context": context,
             "config": cfg.model_dump(mode="json"), "resolved": {"train_precision": precision}}
     classifier.write_meta(model_dir, meta)
-    if params.temperature_scaling:
-        # The kept model's own dev logits, from the evaluation that chose it (the Trainer keeps the first best), so
-        # dev is not run through the model once more (minutes for a base-size encoder on two cores).  Padded
-        # batches: equal to the unpadded runtime's logits to ~1e-6.
-        _, logits, y_eval = max(evaluations, key=lambda e: e[0])
-        logits, gold = logits.astype(np.float64), [labels[i] for i in y_eval]
-        meta["temperature"] = metrics.fit_temperature(logits, y_eval)
-        before = metrics.expected_calibration_error(gold, classifier.softmax(logits), labels)
-        after = metrics.expected_calibration_error(gold, classifier.softmax(logits / meta["temperature"]), labels)
-        if log_step is not None:
-            log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
-                      "calibration/dev_ece_after": after})
     # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  No export
     # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model (`auto` then falls back
     # to torch by itself).
@@ -233,4 +221,16 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             warnings.warn(f"ONNX export failed, the model keeps the torch runtimes only: {err}", stacklevel=1)
             meta["runtime"] = without_graph
     classifier.write_meta(model_dir, meta)
-    return classifier.load(model_dir)
+    clf = classifier.load(model_dir)
+    if params.temperature_scaling:
+        # Fitted on the dev logits of the runtime the model is logged with; the classifier keeps them, so the final
+        # dev report that follows does not run dev through the encoder again.
+        logits, gold = clf.logits(splits.dev).astype(np.float64), splits.dev["label"].tolist()
+        meta["temperature"] = clf.temperature = metrics.fit_temperature(logits, y_dev)
+        before = metrics.expected_calibration_error(gold, classifier.softmax(logits), labels)
+        after = metrics.expected_calibration_error(gold, classifier.softmax(logits / meta["temperature"]), labels)
+        if log_step is not None:
+            log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
+                      "calibration/dev_ece_after": after})
+        classifier.write_meta(model_dir, meta)
+    return clf

@@ -163,5 +163,5 @@ def tiny_transformer(tmp_path_factory):
                                   # article context whatever the shipped default: the ONNX pair path stays tested
                                   "context: {window: 1, title: true}\n"
                                   "tracking: {registered_model: newstag-tiny-transformer, alias: candidate, experiment: tests}\n")
-    proc = run_cli("train", "-c", cfg, check=True)
-    return last_json(proc.stdout)
+    proc = run_cli("train", "-c", cfg, env={"NEWSTAG_PROGRESS_SECONDS": "0"}, check=True)  # a progress line a step
+    return {**last_json(proc.stdout), "stderr": proc.stderr}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,15 @@ def test_run_has_curves_and_shared_metric_names(tiny_transformer):
     assert run.data.metrics["dev/macro_f1"] == pytest.approx(tiny_transformer["dev/macro_f1"], abs=1e-4)
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert not [a for a in artifacts if "checkpoint" in a]
+    # Progress on stderr (stdout carries the JSON line): a line a step here (interval 0), one an epoch with the loss
+    # MLflow holds, one a stage; the ONNX exporter's and quantiser's advice is not passed on.
+    err = tiny_transformer["stderr"]
+    losses = sorted(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
+    for m in losses:
+        assert f"newstag train: epoch {m.step}/3: train loss {m.value:.4f}" in err
+    steps = re.search(r"newstag train: step 1/(\d+): 0\.\d min in", err)
+    assert steps and int(steps.group(1)) % 3 == 0 and "newstag train: scoring test: " in err
+    assert "torchvision" not in err and "pre-processing" not in err and "The axis name" not in err
 
 
 def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):

@@ -7,11 +7,12 @@ the same interface, and everything after fitting is shared.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 
-from train import evaluate, kinds, tracking
+from train import evaluate, kinds, progress, tracking
 from train.config import Config, load_config
 from train.data import load_splits
 from train.metrics import Evaluator
@@ -36,7 +37,7 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         model_dir = Path(scratch) / "model"
         # The model is logged before anything else can fail: a broken plot never costs a trained model, and a
         # failure after the weights are saved (calibration, export, the pyfunc log) keeps them in the run.
-        model_uri, version = None, None
+        model_uri, version, started = None, None, time.monotonic()
         try:
             clf = kinds.get(cfg.model.kind).fit(cfg, splits, model_dir, tracking.log_metrics)
             tracking.log_resolved(model_dir)
@@ -46,8 +47,11 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
             if (model_dir / "meta.json").exists():
                 tracking.keep_model_files(model_dir)
             raise
+        progress.say(f"{cfg.model.kind} trained in {(time.monotonic() - started) / 60:.1f} min"
+                     + (f", logged as {model_uri}" if model_uri else ""))
         evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
         for name, part in splits.evaluations():
+            progress.say(f"scoring {name}: {len(part):,} sentences")
             # Intervals on test only: dev picks models, test reports them.
             rep = evaluator.report(part, clf.predict_proba(part), name, intervals=name.endswith("test"))
             evaluate.log_report(rep)

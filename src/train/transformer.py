@@ -8,6 +8,8 @@ the final model (best dev macro-F1) is saved: safetensors encoder + tokenizer + 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,7 +21,7 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWith
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from train import classifier, metrics, pretrained
+from train import classifier, metrics, pretrained, progress
 from train.config import Config, ConfigError
 from train.data import Splits
 
@@ -98,6 +100,36 @@ class CurveLogger(TrainerCallback):
             self.log_step(values, step=step)
 
 
+class ProgressReport(TrainerCallback):
+    """A line every few minutes within an epoch, and one an epoch (train loss, per-sentence dev score), on stderr."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.clock = progress.Clock(state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step < state.max_steps and self.clock.due():
+            progress.say(self.clock.line(state.global_step))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {"loss": "train loss", f"eval_{metrics.PRIMARY_NAME}": "dev macro-F1 (per sentence)"}
+        parts = [f"{name} {logs[key]:.4f}" for key, name in shown.items() if key in (logs or {})]
+        if parts:
+            progress.say(f"epoch {round(state.epoch or 0)}/{args.num_train_epochs:g}: " + ", ".join(parts))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's and the quantiser's advice (torchvision missing, axis renames, pre-processing) is not for
+    whoever trains; a failed export still says why (:func:`fit`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
 def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int, weights=None):
     """Token ids of exactly what the logged model will read (classifier.encoder_inputs), plus labels/weights."""
     from datasets import Dataset
@@ -125,15 +157,16 @@ def export_onnx(model, tokenizer, model_dir: Path, quantize: bool = True) -> Non
         def forward(self, input_ids, attention_mask):
             return self.inner(input_ids, attention_mask)["logits"]
 
-    torch.onnx.export(LogitsOnly().eval(), (sample["input_ids"], sample["attention_mask"]), str(model_dir / "model.onnx"),
-                      input_names=["input_ids", "attention_mask"], output_names=["logits"], dynamo=True,
-                      dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                      external_data=False, verbose=False)
-    if quantize:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    with _quiet():
+        torch.onnx.export(LogitsOnly().eval(), (sample["input_ids"], sample["attention_mask"]),
+                          str(model_dir / "model.onnx"), input_names=["input_ids", "attention_mask"],
+                          output_names=["logits"], dynamo=True, external_data=False, verbose=False,
+                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(model_dir / "model.onnx"), str(model_dir / "model.int8.onnx"), per_channel=True,
-                         weight_type=QuantType.QInt8)
+            quantize_dynamic(str(model_dir / "model.onnx"), str(model_dir / "model.int8.onnx"), per_channel=True,
+                             weight_type=QuantType.QInt8)
 
 
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.TransformerClassifier:
@@ -187,7 +220,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         # Dev in length order: its batches pad less (each row's label travels with it, so scores are unchanged).
         dev_set = _encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length)
         dev_set = dev_set.select(np.argsort([len(ids) for ids in dev_set["input_ids"]], kind="stable"))
-        callbacks = [CurveLogger(log_step)]
+        callbacks = [CurveLogger(log_step), ProgressReport()]
         if params.early_stopping_patience and per_epoch == "epoch":
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(

@@ -24,12 +24,13 @@ class Clock:
     """Elapsed time and an estimate of what is left, from the steps done so far."""
 
     def __init__(self, total: int):
-        self.total, self.start, self.last = total, time.monotonic(), time.monotonic()
+        self.total, self.every, self.start = total, interval(), time.monotonic()
+        self.last = self.start
 
     def due(self) -> bool:
         """True once every `interval()` seconds."""
         now = time.monotonic()
-        if now - self.last < interval():
+        if now - self.last < self.every:
             return False
         self.last = now
         return True

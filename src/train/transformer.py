@@ -200,14 +200,15 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     bf16 = precision == "bf16"
     # Dev is scored each epoch only when there is an epoch to choose: with one, the Trainer's dev pass (minutes for a
     # base-size encoder on two cores) would repeat the final evaluation.
-    per_epoch = "epoch" if params.epochs > 1 else "no"
+    per_epoch = params.epochs > 1
+    strategy = "epoch" if per_epoch else "no"
     with tempfile.TemporaryDirectory(prefix="newstag-ckpt-") as scratch:
         args = TrainingArguments(
-            output_dir=scratch, eval_strategy=per_epoch, save_strategy=per_epoch, logging_strategy="epoch",
+            output_dir=scratch, eval_strategy=strategy, save_strategy=strategy, logging_strategy="epoch",
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
-            load_best_model_at_end=per_epoch == "epoch", metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
+            load_best_model_at_end=per_epoch, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
             remove_unused_columns=False,  # keeps the per-sentence `weight` for compute_loss
@@ -217,17 +218,18 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             # takes bf16 only when told it runs on the CPU.
             bf16=bf16, use_cpu=bf16 and not torch.cuda.is_available(),
         )
-        # Dev in length order: its batches pad less (each row's label travels with it, so scores are unchanged).
-        dev_set = _encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length)
-        dev_set = dev_set.select(np.argsort([len(ids) for ids in dev_set["input_ids"]], kind="stable"))
+        dev_set = None
+        if per_epoch:  # in length order: its batches pad less (each row's label travels with it)
+            dev_set = _encode(tokenizer, splits.dev, y_dev.tolist(), context, params.max_length)
+            dev_set = dev_set.select(np.argsort([len(ids) for ids in dev_set["input_ids"]], kind="stable"))
         callbacks = [CurveLogger(log_step), ProgressReport()]
-        if params.early_stopping_patience and per_epoch == "epoch":
+        if params.early_stopping_patience and per_epoch:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
             model=model, args=args, class_weights=weights, processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
-            eval_dataset=dev_set if per_epoch == "epoch" else None,
+            eval_dataset=dev_set,
             data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line

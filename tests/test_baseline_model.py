@@ -174,16 +174,21 @@ def test_a_pipeline_with_an_untrusted_type_is_refused(tmp_path):
         BaselineClassifier(tmp_path, meta)
 
 
-@pytest.mark.parametrize("calibrate", [False, True])
-def test_plain_files_rebuild_the_fitted_pipeline_exactly(tiny_config, tmp_path, calibrate):
-    """A model is saved as JSON + npz (no pickle, no skops) and predicts exactly what the fitted pipeline does,
-    calibrated (three sigmoid-calibrated folds) or not; the files hold numbers and strings only."""
+PLAIN = "model.nb_scaling=false", "model.temperature_scaling=false"
+VARIANTS = {"multinomial": PLAIN, "calibrated": (*PLAIN, "model.calibrate=true"), "nb": ("model.nb_scaling=true",)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_plain_files_rebuild_the_fitted_pipeline_exactly(tiny_config, tmp_path, variant):
+    """A model is saved as JSON + npz (no pickle, no skops) and predicts exactly what the fitted pipeline does:
+    one multinomial regression, three sigmoid-calibrated folds, or NB-LR's regressions a label; the files hold
+    numbers and strings only."""
     from train import baseline
     from train.classifier import BaselineClassifier, with_context
     from train.config import load_config
     from train.data import load_splits
 
-    cfg = load_config(tiny_config, [f"model.calibrate={str(calibrate).lower()}"])
+    cfg = load_config(tiny_config, VARIANTS[variant])
     train = load_splits(cfg).train
     context = {"window": 1, "title": True, "quotes": False}
     pipeline = baseline.build(cfg.model, cfg.seed, context).fit(with_context(train, **context), train["label"])
@@ -222,3 +227,48 @@ def test_a_model_logged_as_a_skops_pipeline_still_loads(trained, tmp_path):
     write_meta(older, {**meta, "weights": "pipeline.skops"})
     frame = pd.read_json(TINY, lines=True)
     np.testing.assert_array_equal(load(older).predict_proba(frame), clf.predict_proba(frame))
+
+
+def test_nb_scaling_scores_as_each_labels_regression_on_its_scaled_features(tiny_config):
+    """NB-LR folds each label's log-count ratio into its coefficients: on the unscaled features it scores exactly
+    as a regression of that label against the rest, fitted on the features scaled by the ratio (Wang & Manning's
+    r from add-one smoothed, weighted document counts, computed here from scratch)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from train.baseline import NBLogisticRegression
+
+    frame = pd.read_json(TINY, lines=True)
+    X = TfidfVectorizer(ngram_range=(1, 2)).fit_transform(frame["text"])
+    y, w = frame["label"].to_numpy(), np.linspace(0.5, 1.5, len(frame))
+    model = NBLogisticRegression(C=4.0, class_weight="balanced", random_state=0).fit(X, y, sample_weight=w)
+    scores = model.decision_function(X)
+    seen = (X > 0).toarray()
+    for k, label in enumerate(model.classes_):
+        mine = y == label
+        p, q = 1 + (seen * (w * mine)[:, None]).sum(0), 1 + (seen * (w * ~mine)[:, None]).sum(0)
+        r = np.log(p / p.sum() / (q / q.sum()))
+        scaled = X.multiply(r).tocsr()
+        alone = LogisticRegression(C=4.0, class_weight="balanced", random_state=0).fit(scaled, mine, sample_weight=w)
+        np.testing.assert_allclose(scores[:, k], alone.decision_function(scaled), rtol=1e-9, atol=1e-12)
+    assert (model.predict(X) == y).mean() > 0.9
+
+
+def test_baseline_scores_are_divided_by_the_temperature_fitted_on_dev(trained, tiny_config):
+    """The shipped baseline fits a temperature on its dev scores (NB-LR's separate regressions are not calibrated
+    against each other), logs it, and its probabilities are the softmax of its scores over it."""
+    from train.classifier import softmax, with_context
+    from train.config import load_config
+    from train.data import load_splits
+    from train.metrics import fit_temperature
+
+    cfg = load_config(tiny_config)
+    assert cfg.model.nb_scaling and cfg.model.temperature_scaling
+    clf = load(os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model"))
+    dev = load_splits(cfg).dev
+    frame = with_context(dev, **clf.context)
+    scores = clf.scores(frame)
+    assert clf.temperature == pytest.approx(fit_temperature(scores, dev["label"].map(cfg.labels.index).to_numpy()))
+    assert clf.temperature == pytest.approx(mlflow.get_run(trained["run_id"]).data.metrics["calibration/temperature"])
+    assert abs(clf.temperature - 1) > 0.05
+    np.testing.assert_allclose(clf.sentence_proba(frame), softmax(scores / clf.temperature), rtol=1e-12)

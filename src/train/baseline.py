@@ -15,13 +15,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from train import classifier
+from train import classifier, metrics
 from train.config import Config
 from train.data import Splits
 from train.kinds import BaselineModel
@@ -43,10 +44,52 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
         columns.append(("voice", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "voice"))
         weights["voice"] = params.voice_weight
     features = ColumnTransformer(columns, transformer_weights=weights or None)
-    model = LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
+    linear = NBLogisticRegression if params.nb_scaling else LogisticRegression
+    model = linear(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
     if params.calibrate:
         model = CalibratedClassifierCV(model, method="sigmoid", cv=3)
     return Pipeline([("features", features), ("clf", model)])
+
+
+class NBLogisticRegression(ClassifierMixin, BaseEstimator):
+    """One logistic regression a label on the features scaled by that label's log-count ratio: NB-LR (Wang &
+    Manning, 2012), which lets the n-grams that tell a label apart weigh more before the regression sees them.
+
+    Its ``coef_`` folds the ratios in (one row a label, as a multinomial model's), so the saved model and every
+    scorer treat it as any linear model of the unscaled features; its probabilities are the softmax of the labels'
+    scores (fit a temperature on dev: the scores of separate regressions are not calibrated against each other).
+    """
+
+    def __init__(self, C: float = 4.0, class_weight=None, max_iter: int = 2000, random_state=None):
+        self.C, self.class_weight, self.max_iter, self.random_state = C, class_weight, max_iter, random_state
+
+    def fit(self, X, y, sample_weight=None):
+        y = np.asarray(y)
+        weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        present = (X != 0).astype(np.float64).T.tocsr()  # features x rows: weighted document counts by matmul
+        self.classes_ = np.unique(y)
+        coef, intercept = [], []
+        for label in self.classes_:
+            mine = y == label
+            # Add-one smoothed shares of the label's and the other labels' documents that contain each feature.
+            pos, neg = present @ (weight * mine) + 1.0, present @ (weight * ~mine) + 1.0
+            ratio = np.log(pos / pos.sum()) - np.log(neg / neg.sum())
+            binary = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
+                                        random_state=self.random_state)
+            binary.fit(X.multiply(ratio).tocsr(), mine.astype(int), sample_weight=sample_weight)
+            coef.append(binary.coef_[0] * ratio)
+            intercept.append(binary.intercept_[0])
+        self.coef_, self.intercept_ = np.vstack(coef), np.array(intercept)
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X @ self.coef_.T) + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        return classifier.softmax(self.decision_function(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
 def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
@@ -62,9 +105,18 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     pipeline = build(cfg.model, cfg.seed, context).fit(inputs, splits.train["label"],
                                                            clf__sample_weight=splits.train["weight"].to_numpy())
     model_dir.mkdir(parents=True, exist_ok=True)
-    classifier.write_meta(model_dir, {"kind": "baseline", "labels": list(cfg.labels), **save(pipeline, model_dir),
-                                      "context": context, "config": cfg.model_dump(mode="json")})
-    return classifier.load(model_dir)
+    meta = {"kind": "baseline", "labels": list(cfg.labels), **save(pipeline, model_dir), "context": context,
+            "config": cfg.model_dump(mode="json")}
+    classifier.write_meta(model_dir, meta)
+    clf = classifier.load(model_dir)
+    if cfg.model.temperature_scaling:
+        fitted = metrics.temperature_on_dev(clf.scores(classifier.with_context(splits.dev, **context)),
+                                            splits.dev["label"].tolist(), cfg.labels)
+        meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
+        if log_step is not None:
+            log_step(fitted)
+        classifier.write_meta(model_dir, meta)
+    return clf
 
 
 def save(pipeline: Pipeline, model_dir: Path) -> dict:

@@ -254,13 +254,14 @@ class BaselineClassifier:
         self._order = [list(self.estimator.classes_).index(label) for label in self.labels]
         self._words: dict[int, dict[str, np.ndarray]] = {}  # per char_wb vectorizer: word -> in-vocabulary columns
         self._per_block = self._block_coefficients()
+        self.temperature = float(meta.get("temperature", 1.0))
 
     def _block_coefficients(self) -> list[np.ndarray] | None:
         """A multinomial logistic regression scores a sentence as the sum of its blocks' scores: each block's
         weighted coefficients, (block columns x classes), so that no (sentences x all columns) matrix is stacked
         (scipy's hstack was a third of the model's time).  None for a calibrated or a two-class model."""
         linear = self.estimator
-        if not hasattr(linear, "coef_") or linear.coef_.shape[0] != len(linear.classes_) or len(linear.classes_) < 3:
+        if not hasattr(linear, "coef_") or linear.coef_.shape[0] != len(linear.classes_):
             return None
         out, start = [], 0
         for _, vectorizer, _, weight in self.blocks:
@@ -275,15 +276,22 @@ class BaselineClassifier:
 
     def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Each sentence's own probabilities (of a :func:`with_context` frame), before quotation pooling: the
-        softmax of the linear scores, as scikit-learn's predict_proba, summed block by block where it can."""
+        softmax of the linear scores over the temperature (scikit-learn's predict_proba where it is 1)."""
         if frame.empty:
             return np.zeros((0, len(self.labels)))
-        if self._per_block is None:
+        if not hasattr(self.estimator, "coef_"):  # sigmoid-calibrated
             return self.estimator.predict_proba(self.features(frame))[:, self._order]
+        return softmax(self.scores(frame) / self.temperature)
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """The linear scores in label order (of a :func:`with_context` frame), summed block by block."""
+        if self._per_block is None:  # two labels, one row of coefficients: the log-odds of the second
+            odds = self.estimator.decision_function(self.features(frame))
+            return np.column_stack([np.zeros_like(odds), odds])[:, self._order]
         analysed, scores = {}, np.tile(self.estimator.intercept_, (len(frame), 1))
         for (_, vectorizer, column, _), coef in zip(self.blocks, self._per_block):
             scores += self._tfidf(vectorizer, frame[column].tolist(), analysed) @ coef
-        return softmax(scores)[:, self._order]
+        return scores[:, self._order]
 
     def features(self, frame: pd.DataFrame):
         """scikit-learn's ColumnTransformer output, exactly, in half the time.  scikit-learn analyses every string

@@ -123,7 +123,6 @@ def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], scored:
     log-probabilities on dev and test (`scored`, in that order); each member's own dev and test scores go to
     ``members/<name>/dev/…``, ``…/test/…`` so the run shows what the ensemble adds."""
     evaluator, labels = metrics.Evaluator(clf.labels), clf.labels
-    index = {label: i for i, label in enumerate(labels)}
     logged: dict[str, float] = {}
     parts = {split: (frame, log_proba,
                      classifier.with_context(frame, quote_spans=bool(clf.context.get("quote_spans")))["span"])
@@ -149,9 +148,10 @@ def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], scored:
         weights = grid[best[np.abs(grid[best] - 1 / len(grid[0])).sum(axis=1).argmin()]]
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
     mixed = np.tensordot(weights, log_proba, axes=1)
-    temperature = metrics.fit_temperature(mixed, np.array([index[y] for y in y_dev])) if temperature_scaling else 1.0
+    logged.update(metrics.temperature_on_dev(mixed, y_dev, labels) if temperature_scaling
+                  else {"calibration/temperature": 1.0})
     logged.update({f"ensemble/weight_{n}": float(w) for n, w in zip(names, weights)})
-    logged["calibration/temperature"] = temperature
+    temperature = logged["calibration/temperature"]
     if log_step is not None:
         log_step(logged)
     return {"weights": [float(w) for w in weights], "temperature": float(temperature)}

@@ -81,10 +81,20 @@ class BaselineModel(Strict):
     C: float = Field(4.0, gt=0)
     class_weight: Literal["balanced"] | None = "balanced"
     max_iter: int = Field(2000, ge=10)
-    calibrate: bool = Field(False, description="isotonic/sigmoid calibration of probabilities on train folds")
+    calibrate: bool = Field(False, description="sigmoid calibration of probabilities on train folds")
+    nb_scaling: bool = Field(False, description="NB-LR (Wang & Manning, 2012): one logistic regression a label, on "
+                             "features scaled by that label's log-count ratio, instead of one multinomial model")
+    temperature_scaling: bool = Field(False, description="divide the scores by a temperature fitted on dev")
     context_weight: float = Field(0.5, gt=0, description="scale of the context features against the sentence's own")
     voice_weight: float = Field(1.0, ge=0, description="scale of a block of the words outside quotation marks "
                                 "(the article's own voice, where a hedge counts); 0 leaves it out")
+
+    @model_validator(mode="after")
+    def _one_calibration(self) -> BaselineModel:
+        if self.calibrate and (self.nb_scaling or self.temperature_scaling):
+            raise ValueError("calibrate: not with nb_scaling or temperature_scaling (it replaces the model's own "
+                             "scores); use temperature_scaling")
+        return self
 
 
 class TransformerModel(Strict):

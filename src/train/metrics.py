@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from train.classifier import softmax
+
 PRIMARY = "dev/macro_f1"  # early stopping and the best checkpoint rank by it; so should `promote --best-by`
 PRIMARY_SPLIT, PRIMARY_NAME = PRIMARY.split("/", 1)  # the HF Trainer adds its own prefix (eval_macro_f1)
 ECE_BINS = 15
@@ -53,6 +55,15 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1))).mean())
 
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+def temperature_on_dev(logits: np.ndarray, gold: list[str], labels: tuple[str, ...]) -> dict[str, float]:
+    """The dev temperature and dev ECE before and after it, under the metric names every model kind logs."""
+    logits = np.asarray(logits, dtype=np.float64)
+    temperature = fit_temperature(logits, np.array([labels.index(y) for y in gold]))
+    return {"calibration/temperature": temperature,
+            "calibration/dev_ece_before": expected_calibration_error(gold, softmax(logits), labels),
+            "calibration/dev_ece_after": expected_calibration_error(gold, softmax(logits / temperature), labels)}
 
 
 def point_scores(y_true: list[str], proba: np.ndarray, labels: tuple[str, ...], prefix: str) -> dict[str, float]:

@@ -48,7 +48,8 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
                 tracking.keep_model_files(model_dir)
             raise
         progress.say(f"{cfg.model.kind} trained in {(time.monotonic() - started) / 60:.1f} min"
-                     + (f", logged as {model_uri}" if model_uri else ""))
+                     + (f", logged as {model_uri}" if model_uri else "")
+                     + (f", registered as {cfg.tracking.registered_model} version {version}" if version else ""))
         evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
         for name, part in splits.evaluations():
             progress.say(f"scoring {name}: {len(part):,} sentences")

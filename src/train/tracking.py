@@ -8,8 +8,11 @@ traced to exactly what produced it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -150,25 +153,43 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
     example = classifier.model_inputs(example_rows).reset_index(drop=True)
     meta = classifier.read_meta(model_dir)
     output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example))
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(MODEL_CODE),
-        artifacts={"model": str(model_dir)},
-        signature=ModelSignature(INPUT_SCHEMA, infer_signature(example[["text"]], output).outputs),
-        input_example=example,
-        registered_model_name=cfg.tracking.registered_model,
-        pip_requirements=_requirements(meta),
-        # Declared so that `load_model(uri, model_config={"runtime": "onnx", "threads": 1})` may switch runtimes and
-        # intra-op threads at load time (MLflow ignores keys a model did not declare).
-        model_config={"runtime": meta["runtime"], "threads": None} if "runtime" in meta else None,
-        # Read by `newstag tag` without loading any training code: the default abstention threshold.
-        metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score,
-                  "context": meta.get("context")},
-    )
+    with _without_registry_chatter():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(MODEL_CODE),
+            artifacts={"model": str(model_dir)},
+            signature=ModelSignature(INPUT_SCHEMA, infer_signature(example[["text"]], output).outputs),
+            input_example=example,
+            registered_model_name=cfg.tracking.registered_model,
+            pip_requirements=_requirements(meta),
+            # Declared so that `load_model(uri, model_config={"runtime": "onnx", "threads": 1})` may switch runtimes and
+            # intra-op threads at load time (MLflow ignores keys a model did not declare).
+            model_config={"runtime": meta["runtime"], "threads": None} if "runtime" in meta else None,
+            # Read by `newstag tag` without loading any training code: the default abstention threshold.
+            metadata={"labels": list(cfg.labels), "model_kind": cfg.model.kind, "min_score": cfg.eval.min_score,
+                      "context": meta.get("context")},
+        )
     version = str(info.registered_model_version) if cfg.tracking.registered_model else None
     if version and cfg.tracking.alias:
         mlflow.MlflowClient().set_registered_model_alias(cfg.tracking.registered_model, cfg.tracking.alias, version)
     return info.model_uri, version
+
+
+# What MLflow prints on stderr as it registers a model; `newstag train` says it once, in its own progress line.
+_REGISTRY_CHATTER = re.compile(r"(Successfully registered model .*\.|Registered model .* already exists\. Creating a new "
+                               r"version of this model\.\.\.|Created version .* of model .*\.)\s*$")
+
+
+@contextlib.contextmanager
+def _without_registry_chatter():
+    """Keep MLflow's registry lines off stderr; anything else printed meanwhile passes through."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        sys.stderr.writelines(line for line in buffer.getvalue().splitlines(keepends=True)
+                              if not _REGISTRY_CHATTER.match(line))
 
 
 def log_resolved(model_dir: Path) -> None:

@@ -260,12 +260,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     if params.temperature_scaling:
         # Fitted on the dev logits of the runtime the model is logged with; the classifier keeps them, so the final
         # dev report that follows does not run dev through the encoder again.
-        logits, gold = clf.logits(splits.dev).astype(np.float64), splits.dev["label"].tolist()
-        meta["temperature"] = clf.temperature = metrics.fit_temperature(logits, y_dev)
-        before = metrics.expected_calibration_error(gold, classifier.softmax(logits), labels)
-        after = metrics.expected_calibration_error(gold, classifier.softmax(logits / meta["temperature"]), labels)
+        fitted = metrics.temperature_on_dev(clf.logits(splits.dev), splits.dev["label"].tolist(), labels)
+        meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
         if log_step is not None:
-            log_step({"calibration/temperature": meta["temperature"], "calibration/dev_ece_before": before,
-                      "calibration/dev_ece_after": after})
+            log_step(fitted)
         classifier.write_meta(model_dir, meta)
     return clf

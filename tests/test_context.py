@@ -139,8 +139,9 @@ def test_baseline_reads_the_quote_state_that_neither_sentence_shows(tmp_path):
     accuracy = {}
     for quotes in (True, False):
         # no own-voice block: it too knows where a quotation runs (an open one leaves a continuation no voice)
+        # nor one decision a quotation, which would lend the continuation its opening sentence's label
         cfg = config(path, "context.window=0", "context.title=false", f"context.quotes={str(quotes).lower()}",
-                     "model.voice_weight=0")
+                     "model.voice_weight=0", "context.quote_spans=false")
         baseline.fit(cfg, load_splits(cfg), tmp_path / str(quotes))
         accuracy[quotes] = continuation_accuracy(tmp_path / str(quotes), load_splits(cfg).test)
     assert classifier.read_meta(tmp_path / "True")["context"]["quotes"] is True
@@ -170,6 +171,11 @@ CLAUSES = [("Rivera", "took the money"), ("Okafor", "signed a new contract"), ("
            ("Novak", "hired the driver"), ("Ibrahim", "lost the ledger"), ("Yilmaz", "tipped off the buyer")]
 
 
+WITNESSES = ["Abara", "Bexley", "Corvin", "Dunmore", "Eskola", "Faraday", "Galli", "Hoskins", "Ilves", "Jarvi",
+             "Kinsella", "Lorca", "Mattila", "Nyberg", "Orsini", "Pakarinen", "Quaid", "Rautio", "Sorensen", "Tiller",
+             "Uusitalo", "Vance", "Whitlock", "Zeller"]
+
+
 def test_baseline_tells_a_hedge_in_the_article_voice_from_one_inside_a_quotation(tmp_path):
     """Guideline rule 3: "allegedly" in the article's voice makes a sentence `unverified`; inside a quotation the
     sentence stays the speaker's `attributed_quote`.  Both forms have the same words and the same marks, so only
@@ -178,9 +184,10 @@ def test_baseline_tells_a_hedge_in_the_article_voice_from_one_inside_a_quotation
     for i in range(24):
         hedged = i % 2 == 0
         s1, p1 = CLAUSES[i]
-        # what follows the hedge is shared by both labels: only where the quotation opens differs
-        said, rest = (("Lee said", "the talks are over"), ("Park told reporters", "the vote was rigged"),
-                      ("Ng wrote on Friday", "the money is gone"), ("Diaz added", "the deal is dead"))[(i // 2) % 4]
+        # what follows the hedge is shared by both labels: only where the quotation opens differs, and the word
+        # after the opening mark is a name either way (a shared first word, "the", would give the mark away)
+        said = ("Lee said", "Park told reporters", "Ng wrote on Friday", "Diaz added")[(i // 2) % 4]
+        rest = f"{WITNESSES[i]} saw it all"
         text = (f'{s1} allegedly {p1}, "{rest}," {said}.' if hedged
                 else f'"{s1} allegedly {p1}, {rest}," {said}.')
         split = "test" if i >= 18 else "dev" if i >= 14 else "train"
@@ -198,7 +205,7 @@ def test_baseline_tells_a_hedge_in_the_article_voice_from_one_inside_a_quotation
         predicted = np.array(cfg.labels)[clf.predict_proba(classifier.model_inputs(test)).argmax(axis=1)]
         accuracy[weight] = float((predicted == test["label"].to_numpy()).mean())
     assert classifier.read_meta(tmp_path / "0")["context"]["voice"] is False
-    assert accuracy[1.0] == 1.0 > accuracy[0], accuracy  # the words and marks alone: 5 of 6 (where a mark opens)
+    assert accuracy[1.0] == 1.0 > accuracy[0], accuracy
 
 
 def test_quote_spans_give_one_quotation_one_decision():

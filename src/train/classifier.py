@@ -257,9 +257,10 @@ class BaselineClassifier:
         self.temperature = float(meta.get("temperature", 1.0))
 
     def _block_coefficients(self) -> list[np.ndarray] | None:
-        """A multinomial logistic regression scores a sentence as the sum of its blocks' scores: each block's
-        weighted coefficients, (block columns x classes), so that no (sentences x all columns) matrix is stacked
-        (scipy's hstack was a third of the model's time).  None for a calibrated or a two-class model."""
+        """A linear model (one multinomial regression, or NB-LR's regression a label) scores a sentence as the sum
+        of its blocks' scores: each block's weighted coefficients, (block columns x classes), so that no (sentences x
+        all columns) matrix is stacked (scipy's hstack was a third of the model's time).  None for a calibrated or a
+        two-class multinomial model."""
         linear = self.estimator
         if not hasattr(linear, "coef_") or linear.coef_.shape[0] != len(linear.classes_):
             return None

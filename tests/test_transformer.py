@@ -376,3 +376,34 @@ def test_a_job_pins_the_runtime_auto_resolved_to(tmp_path, tiny_transformer):
     run_cli("tag", src, "-o", out, "--model", uri, "--runtime", "auto", "--chunk-size", "2", "--workers", "1",
             "--resume", check=True)
     assert len(pd.read_json(out, lines=True)) >= len(TEXTS)
+
+
+def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
+    """`layer_lr_decay: 0.5` on a two-block encoder: the head learns at the full rate, the top block at half, the
+    lowest block and the embeddings at a quarter; frozen parameters get no group, biases and LayerNorms no weight
+    decay; and the warm-up scales every group alike."""
+    from tiny_transformer import build_tiny_bert
+    from transformers import TrainingArguments
+
+    from train import classifier, transformer
+
+    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d"])), 0.0)
+    model = classifier.encoder_classifier(encoder, 4, "mean", 0.0)
+    transformer.freeze_lower(model.encoder, 0)
+    model.encoder.embeddings.position_embeddings.requires_grad_(False)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
+                             report_to="none", warmup_steps=4, max_steps=8)
+    trainer = transformer.WeightedTrainer(model=model, args=args, layer_lr_decay=0.5)
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    lr_of = {id(p): (g["initial_lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    expected = {"head.weight": 1e-3, "encoder.encoder.layer.1.output.dense.weight": 5e-4,
+                "encoder.encoder.layer.0.attention.self.query.weight": 2.5e-4,
+                "encoder.embeddings.word_embeddings.weight": 2.5e-4}
+    for name, rate in expected.items():
+        assert lr_of[id(names[name])] == (pytest.approx(rate), 0.01), name
+    assert lr_of[id(names["encoder.encoder.layer.1.output.LayerNorm.weight"])] == (pytest.approx(5e-4), 0.0)
+    assert id(names["encoder.embeddings.position_embeddings.weight"]) not in lr_of
+    trainer.lr_scheduler.step()
+    rates = sorted({g["lr"] for g in trainer.optimizer.param_groups})
+    assert rates == pytest.approx([2.5e-4 / 4, 5e-4 / 4, 1e-3 / 4])  # step 1 of a 4-step warm-up

@@ -119,6 +119,10 @@ class TransformerModel(Strict):
                                   "masks, ~12% of a CPU training step")
     freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the lowest N encoder layers at their "
                                                     "pretrained weights: fewer gradients and optimizer updates a step")
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="the head learns at learning_rate, each encoder block at this times the rate of "
+                                     "the block above it (1: one rate for all): the lower, more general blocks move "
+                                     "less (layer-wise learning-rate decay)")
     runtime: Literal[(classifier.AUTO, *classifier.RUNTIMES)] = Field(
         "torch", description="inference runtime of the logged model (torch when there is no ONNX graph); auto: "
                              "torch-bf16 on CPUs with native bfloat16, else onnx, chosen where the model loads")

@@ -47,26 +47,66 @@ def load_pretrained(name_or_path: str, dropout: float | None = None):
         raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None
 
 
+def _blocks(encoder, key: str) -> torch.nn.ModuleList:
+    """The encoder's stack of blocks (the ModuleList as long as its config's layer count)."""
+    stack = next((m for m in encoder.modules() if isinstance(m, torch.nn.ModuleList)
+                  and len(m) == encoder.config.num_hidden_layers), None)
+    if stack is None:
+        raise ConfigError(f"{key}: cannot find this encoder's stack of layers; leave {key} at its default")
+    return stack
+
+
 def freeze_lower(encoder, layers: int) -> None:
     """Embeddings and the lowest `layers` blocks stop learning (0: all learn): a faster step on two cores."""
     if not layers:
         return
-    stack = next((m for m in encoder.modules() if isinstance(m, torch.nn.ModuleList)
-                  and len(m) == encoder.config.num_hidden_layers), None)
-    if stack is None:
-        raise ConfigError("model.freeze_layers: cannot find this encoder's stack of layers; use 0")
+    stack = _blocks(encoder, "model.freeze_layers")
     if layers > len(stack):
         raise ConfigError(f"model.freeze_layers: {layers} is more than the {len(stack)} layers this encoder has")
     for module in (getattr(encoder, "embeddings", None) or encoder.get_input_embeddings(), *stack[:layers]):
         module.requires_grad_(False)
 
 
+def layer_learning_rates(model, learning_rate: float, decay: float) -> dict[str, float]:
+    """Each trainable parameter's learning rate: the head's is `learning_rate`, block k of N learns at
+    `learning_rate * decay ** (N - k)`; the encoder's parameters outside its blocks (embeddings, a shared relative
+    position bias) learn as the lowest block does."""
+    stack = _blocks(model.encoder, "model.layer_lr_decay")
+    depth = {id(p): len(stack) - k for k, block in enumerate(stack) for p in block.parameters()}
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rates = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            below = depth.get(id(param), len(stack) if id(param) in encoder else 0)
+            rates[name] = learning_rate * decay ** below
+    return rates
+
+
 class WeightedTrainer(Trainer):
     """Cross-entropy with per-class weights: the minority labels count as much as the majority ones."""
 
-    def __init__(self, *args, class_weights: torch.Tensor | None = None, **kwargs):
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, layer_lr_decay: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.class_weights = class_weights
+        self.class_weights, self.layer_lr_decay = class_weights, layer_lr_decay
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with one parameter group per (learning rate, weight decay) when the rate decays
+        layer by layer; the schedule then scales every group's rate alike."""
+        if self.layer_lr_decay == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = model or self.model
+        rates = layer_learning_rates(model, self.args.learning_rate, self.layer_lr_decay)
+        decayed = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in model.named_parameters():
+            if name in rates:
+                key = (rates[name], self.args.weight_decay if name in decayed else 0.0)
+                groups.setdefault(key, []).append(param)
+        optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
+        kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls([{"params": params, "lr": lr, "weight_decay": decay}
+                                        for (lr, decay), params in groups.items()], **kwargs)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Weighted mean of per-sentence cross-entropy: class weight × the origin's weight (data.train_sources)."""
@@ -226,7 +266,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         if params.early_stopping_patience and per_epoch:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
-            model=model, args=args, class_weights=weights, processing_class=tokenizer,
+            model=model, args=args, class_weights=weights, layer_lr_decay=params.layer_lr_decay,
+            processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
             eval_dataset=dev_set,

@@ -407,3 +407,33 @@ def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
     trainer.lr_scheduler.step()
     rates = sorted({g["lr"] for g in trainer.optimizer.param_groups})
     assert rates == pytest.approx([2.5e-4 / 4, 5e-4 / 4, 1e-3 / 4])  # step 1 of a 4-step warm-up
+
+
+def test_label_smoothing_softens_the_training_loss_only(tmp_path):
+    """`label_smoothing: 0.2`: in training each sentence's loss is 0.8 x its cross-entropy + 0.2 x the mean of every
+    label's negative log-probability, weighted by class and origin as before; in evaluation the plain cross-entropy."""
+    import torch
+    from transformers import TrainingArguments
+
+    from train import transformer
+
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    labels, origin = torch.tensor([0, 1, 3]), torch.tensor([1.0, 0.5, 2.0])
+    class_weights = torch.tensor([1.0, 2.0, 1.0, 0.5])
+
+    class Fixed(torch.nn.Module):
+        def forward(self, **_):
+            return {"logits": logits}
+
+    args = TrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.2, use_cpu=True, report_to="none")
+    trainer = transformer.WeightedTrainer(model=Fixed(), args=args, class_weights=class_weights)
+    log_p = torch.log_softmax(logits, dim=1)
+    weight = class_weights[labels] * origin
+    plain = -log_p[torch.arange(3), labels]
+    smooth = 0.8 * plain + 0.2 * -log_p.mean(dim=1)
+    model = Fixed().train()
+    for training, per_item in ((True, smooth), (False, plain)):
+        model.train(training)
+        loss = trainer.compute_loss(model, {"labels": labels, "weight": origin})
+        assert loss.item() == pytest.approx(((per_item * weight).sum() / weight.sum()).item(), rel=1e-6)
+    assert smooth.sum() != pytest.approx(plain.sum())

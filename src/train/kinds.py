@@ -119,6 +119,8 @@ class TransformerModel(Strict):
                                   "masks, ~12% of a CPU training step")
     freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the lowest N encoder layers at their "
                                                     "pretrained weights: fewer gradients and optimizer updates a step")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of each sentence's target spread evenly over "
+                                                              "the labels: softer targets for noisy labels")
     layer_lr_decay: float = Field(
         1.0, gt=0, le=1, description="the head learns at learning_rate, each encoder block at this times the rate of "
                                      "the block above it (1: one rate for all): the lower, more general blocks move "

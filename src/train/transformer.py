@@ -109,7 +109,8 @@ class WeightedTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Weighted mean of per-sentence cross-entropy: class weight × the origin's weight (data.train_sources)."""
+        """Weighted mean of per-sentence cross-entropy: class weight × the origin's weight (data.train_sources);
+        with `model.label_smoothing`, in training only."""
         labels = inputs.pop("labels")
         sample = inputs.pop("weight", None)
         outputs = model(**inputs)
@@ -119,7 +120,9 @@ class WeightedTrainer(Trainer):
             weight = weight * self.class_weights.to(logits.device)[labels]
         if sample is not None:
             weight = weight * sample.to(logits.device, logits.dtype)
-        per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none",
+                                                     label_smoothing=self.args.label_smoothing_factor
+                                                     if model.training else 0.0)  # dev losses stay comparable
         loss = (per_item * weight).sum() / weight.sum().clamp(min=1e-12)
         return (loss, outputs) if return_outputs else loss
 
@@ -247,7 +250,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             output_dir=scratch, eval_strategy=strategy, save_strategy=strategy, logging_strategy="epoch",
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
-            warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
+            warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay,
+            label_smoothing_factor=params.label_smoothing, seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=per_epoch, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,

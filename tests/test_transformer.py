@@ -413,27 +413,28 @@ def test_label_smoothing_softens_the_training_loss_only(tmp_path):
     """`label_smoothing: 0.2`: in training each sentence's loss is 0.8 x its cross-entropy + 0.2 x the mean of every
     label's negative log-probability, weighted by class and origin as before; in evaluation the plain cross-entropy."""
     import torch
+    from tiny_transformer import build_tiny_bert
     from transformers import TrainingArguments
 
-    from train import transformer
+    from train import classifier, transformer
 
-    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"])), 0.0)
+    model = classifier.encoder_classifier(encoder, 4, "mean", 0.0)
+    torch.manual_seed(0)
+    model.head.weight.data.normal_(0, 20.0)  # confident logits, where smoothing moves the loss most
+    inputs = {"input_ids": torch.tensor([[2, 5, 6, 3], [2, 7, 8, 3], [2, 9, 3, 0]]),
+              "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0]])}
     labels, origin = torch.tensor([0, 1, 3]), torch.tensor([1.0, 0.5, 2.0])
     class_weights = torch.tensor([1.0, 2.0, 1.0, 0.5])
-
-    class Fixed(torch.nn.Module):
-        def forward(self, **_):
-            return {"logits": logits}
-
-    args = TrainingArguments(output_dir=str(tmp_path), label_smoothing_factor=0.2, use_cpu=True, report_to="none")
-    trainer = transformer.WeightedTrainer(model=Fixed(), args=args, class_weights=class_weights)
-    log_p = torch.log_softmax(logits, dim=1)
-    weight = class_weights[labels] * origin
-    plain = -log_p[torch.arange(3), labels]
-    smooth = 0.8 * plain + 0.2 * -log_p.mean(dim=1)
-    model = Fixed().train()
-    for training, per_item in ((True, smooth), (False, plain)):
-        model.train(training)
-        loss = trainer.compute_loss(model, {"labels": labels, "weight": origin})
-        assert loss.item() == pytest.approx(((per_item * weight).sum() / weight.sum()).item(), rel=1e-6)
-    assert smooth.sum() != pytest.approx(plain.sum())
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    trainer = transformer.WeightedTrainer(model=model, args=args, class_weights=class_weights, label_smoothing=0.2)
+    with torch.no_grad():
+        log_p = torch.log_softmax(model(**inputs)["logits"], dim=1)
+        weight = class_weights[labels] * origin
+        plain = -log_p[torch.arange(3), labels]
+        smooth = 0.8 * plain + 0.2 * -log_p.mean(dim=1)
+        for training, per_item in ((True, smooth), (False, plain)):
+            model.train(training)
+            loss = trainer.compute_loss(model, {**inputs, "labels": labels, "weight": origin})
+            assert loss.item() == pytest.approx(((per_item * weight).sum() / weight.sum()).item(), rel=1e-5)
+    assert (smooth - plain).abs().min().item() > 0.05

@@ -85,9 +85,10 @@ def layer_learning_rates(model, learning_rate: float, decay: float) -> dict[str,
 class WeightedTrainer(Trainer):
     """Cross-entropy with per-class weights: the minority labels count as much as the majority ones."""
 
-    def __init__(self, *args, class_weights: torch.Tensor | None = None, layer_lr_decay: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.class_weights, self.layer_lr_decay = class_weights, layer_lr_decay
+    def __init__(self, *args, class_weights: torch.Tensor | None = None, layer_lr_decay: float = 1.0,
+                 label_smoothing: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)  # not the Trainer's label_smoothing_factor: its smoother wants a HF model
+        self.class_weights, self.layer_lr_decay, self.label_smoothing = class_weights, layer_lr_decay, label_smoothing
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with one parameter group per (learning rate, weight decay) when the rate decays
@@ -121,8 +122,7 @@ class WeightedTrainer(Trainer):
         if sample is not None:
             weight = weight * sample.to(logits.device, logits.dtype)
         per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none",
-                                                     label_smoothing=self.args.label_smoothing_factor
-                                                     if model.training else 0.0)  # dev losses stay comparable
+                                                     label_smoothing=self.label_smoothing if model.training else 0.0)  # dev losses stay comparable
         loss = (per_item * weight).sum() / weight.sum().clamp(min=1e-12)
         return (loss, outputs) if return_outputs else loss
 
@@ -251,7 +251,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
             warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay,
-            label_smoothing_factor=params.label_smoothing, seed=cfg.seed, data_seed=cfg.seed,
+            seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=per_epoch, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
@@ -271,6 +271,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
             model=model, args=args, class_weights=weights, layer_lr_decay=params.layer_lr_decay,
+            label_smoothing=params.label_smoothing,
             processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),

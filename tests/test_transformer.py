@@ -404,6 +404,7 @@ def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
         assert lr_of[id(names[name])] == (pytest.approx(rate), 0.01), name
     assert lr_of[id(names["encoder.encoder.layer.1.output.LayerNorm.weight"])] == (pytest.approx(5e-4), 0.0)
     assert id(names["encoder.embeddings.position_embeddings.weight"]) not in lr_of
+    trainer.optimizer.step()  # no gradients yet: moves nothing, but keeps the optimizer-then-schedule order
     trainer.lr_scheduler.step()
     rates = sorted({g["lr"] for g in trainer.optimizer.param_groups})
     assert rates == pytest.approx([2.5e-4 / 4, 5e-4 / 4, 1e-3 / 4])  # step 1 of a 4-step warm-up

@@ -389,8 +389,7 @@ def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
 
     _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d"])), 0.0)
     model = classifier.encoder_classifier(encoder, 4, "mean", 0.0)
-    transformer.freeze_lower(model.encoder, 0)
-    model.encoder.embeddings.position_embeddings.requires_grad_(False)
+    model.encoder.embeddings.position_embeddings.requires_grad_(False)  # as frozen: no group
     args = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
                              report_to="none", warmup_steps=4, max_steps=8)
     trainer = transformer.WeightedTrainer(model=model, args=args, layer_lr_decay=0.5)

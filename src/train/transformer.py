@@ -83,7 +83,8 @@ def layer_learning_rates(model, learning_rate: float, decay: float) -> dict[str,
 
 
 class WeightedTrainer(Trainer):
-    """Cross-entropy with per-class weights: the minority labels count as much as the majority ones."""
+    """Cross-entropy with per-class weights (the minority labels count as much as the majority ones), optionally
+    label-smoothed, and an optimizer with layer-wise learning rates when `layer_lr_decay` < 1."""
 
     def __init__(self, *args, class_weights: torch.Tensor | None = None, layer_lr_decay: float = 1.0,
                  label_smoothing: float = 0.0, **kwargs):
@@ -97,12 +98,10 @@ class WeightedTrainer(Trainer):
             return super().create_optimizer(model)
         model = model or self.model
         rates = layer_learning_rates(model, self.args.learning_rate, self.layer_lr_decay)
-        decayed = set(self.get_decay_parameter_names(model))
+        decayed, by_name = set(self.get_decay_parameter_names(model)), dict(model.named_parameters())
         groups: dict[tuple[float, float], list] = {}
-        for name, param in model.named_parameters():
-            if name in rates:
-                key = (rates[name], self.args.weight_decay if name in decayed else 0.0)
-                groups.setdefault(key, []).append(param)
+        for name, rate in rates.items():
+            groups.setdefault((rate, self.args.weight_decay if name in decayed else 0.0), []).append(by_name[name])
         optimizer_cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
         kwargs.pop("lr", None)
         self.optimizer = optimizer_cls([{"params": params, "lr": lr, "weight_decay": decay}
@@ -121,8 +120,8 @@ class WeightedTrainer(Trainer):
             weight = weight * self.class_weights.to(logits.device)[labels]
         if sample is not None:
             weight = weight * sample.to(logits.device, logits.dtype)
-        per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none",
-                                                     label_smoothing=self.label_smoothing if model.training else 0.0)  # dev losses stay comparable
+        smoothing = self.label_smoothing if model.training else 0.0  # dev losses stay plain cross-entropy
+        per_item = torch.nn.functional.cross_entropy(logits, labels, reduction="none", label_smoothing=smoothing)
         loss = (per_item * weight).sum() / weight.sum().clamp(min=1e-12)
         return (loss, outputs) if return_outputs else loss
 
@@ -250,8 +249,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             output_dir=scratch, eval_strategy=strategy, save_strategy=strategy, logging_strategy="epoch",
             learning_rate=params.learning_rate, per_device_train_batch_size=params.batch_size,
             per_device_eval_batch_size=params.eval_batch_size, num_train_epochs=params.epochs,
-            warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay,
-            seed=cfg.seed, data_seed=cfg.seed,
+            warmup_steps=params.warmup_ratio, weight_decay=params.weight_decay, seed=cfg.seed, data_seed=cfg.seed,
             load_best_model_at_end=per_epoch, metric_for_best_model=metrics.PRIMARY_NAME, greater_is_better=True,
             save_total_limit=2, save_only_model=True,  # no optimizer state: checkpoints only restore the best epoch
             report_to="none", disable_tqdm=True, dataloader_num_workers=0,
@@ -271,8 +269,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=params.early_stopping_patience))
         trainer = WeightedTrainer(
             model=model, args=args, class_weights=weights, layer_lr_decay=params.layer_lr_decay,
-            label_smoothing=params.label_smoothing,
-            processing_class=tokenizer,
+            label_smoothing=params.label_smoothing, processing_class=tokenizer,
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
             eval_dataset=dev_set,

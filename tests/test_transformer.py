@@ -438,3 +438,41 @@ def test_label_smoothing_softens_the_training_loss_only(tmp_path):
             loss = trainer.compute_loss(model, {**inputs, "labels": labels, "weight": origin})
             assert loss.item() == pytest.approx(((per_item * weight).sum() / weight.sum()).item(), rel=1e-5)
     assert (smooth - plain).abs().min().item() > 0.05
+
+
+def test_target_pooling_averages_the_target_sentence_through_its_separator(tmp_path):
+    """`pooling: target`: the head reads the mean of the first segment's hidden states ([CLS] through the first
+    [SEP]); the context after it counts only through attention.  A row without a separator is all target."""
+    import torch
+    from tiny_transformer import build_tiny_bert
+    from transformers import AutoModel
+
+    from train.classifier import encoder_classifier
+
+    bert = build_tiny_bert(tmp_path / "bert", ["a b c d e f"])
+    encoder = AutoModel.from_pretrained(bert)
+    ids = torch.tensor([[2, 5, 6, 3, 7, 8, 3, 0], [2, 5, 6, 7, 8, 9, 10, 5]])  # [CLS] a b [SEP] c d [SEP] [PAD]
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1] * 8])
+    models = {p: encoder_classifier(encoder, 4, p, 0.0, sep_token_id=3).eval() for p in ("target", "mean")}
+    models["mean"].head.load_state_dict(models["target"].head.state_dict())
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        target, mean = (models[p](ids, mask)["logits"] for p in ("target", "mean"))
+        head = models["target"].head
+        torch.testing.assert_close(target[0], head(hidden[0, :4].mean(0)))
+        torch.testing.assert_close(mean[0], head(hidden[0, :7].mean(0)))
+        assert not torch.allclose(target[0], mean[0], atol=1e-4)
+        torch.testing.assert_close(target[1], mean[1])
+
+
+def test_target_pooling_learns_and_its_onnx_graph_agrees(tmp_path):
+    """Trained with `pooling: target` (sentence + empty context slots), saved and reloaded by its meta: it learns the
+    separable task, and the exported graph computes the same pooling as torch."""
+    from train import classifier
+
+    _, splits, _, clf, accuracy = fit_separable(tmp_path, "pooling: target, train_precision: fp32")
+    meta = classifier.read_meta(tmp_path / "model")
+    assert (meta["pooling"], meta["sep_token_id"]) == ("target", 3)
+    assert accuracy >= 0.9
+    onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
+    np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)

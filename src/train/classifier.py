@@ -350,8 +350,11 @@ class BaselineClassifier:
         return vectorizer._tfidf.transform(counts, copy=False)
 
 
-def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 0.1):
-    """Encoder + pooling ([CLS] or attention-masked mean) + linear head, as a torch module."""
+def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 0.1,
+                       sep_token_id: int | None = None):
+    """Encoder + pooling + linear head, as a torch module.  Pooling: ``cls`` (the first token), ``mean`` (every
+    token the attention mask keeps) or ``target`` (the mean over the target sentence, the first segment through its
+    separator `sep_token_id`: its context shapes it through attention, not as a share of the average)."""
     import torch
 
     class EncoderClassifier(torch.nn.Module):
@@ -359,16 +362,22 @@ def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 
             super().__init__()
             self.encoder = encoder
             self.pooling = pooling
+            self.sep_token_id = sep_token_id
             self.dropout = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
 
         def forward(self, input_ids, attention_mask, labels=None):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if self.pooling == "mean":
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            else:
+            if self.pooling == "cls":
                 pooled = hidden[:, 0]
+            else:
+                mask = attention_mask
+                if self.pooling == "target":  # a row without a separator is all target
+                    sep = input_ids == self.sep_token_id
+                    end = torch.where(sep.any(1), sep.int().argmax(1), input_ids.shape[1])
+                    mask = mask * (torch.arange(input_ids.shape[1], device=input_ids.device)[None] <= end[:, None])
+                mask = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return {"logits": self.head(self.dropout(pooled))}
 
     return EncoderClassifier()
@@ -381,7 +390,7 @@ def load_encoder_classifier(model_dir: Path, meta: dict):
 
     hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
     encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
-    model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"])
+    model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"], sep_token_id=meta.get("sep_token_id"))
     model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
     return model.eval()
 

@@ -100,7 +100,7 @@ class BaselineModel(Strict):
 class TransformerModel(Strict):
     kind: Literal["transformer"]
     name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"
-    pooling: Literal["cls", "mean"] = "mean"
+    pooling: Literal["cls", "mean", "target"] = "mean"
     max_length: int = Field(128, ge=8, le=4096)
     learning_rate: float = Field(5e-5, gt=0)
     batch_size: int = Field(16, ge=1)

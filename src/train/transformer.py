@@ -219,7 +219,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     tokenizer, encoder = load_pretrained(params.name_or_path, params.dropout)
     torch.manual_seed(cfg.seed)
     model = classifier.encoder_classifier(encoder, len(labels), params.pooling,
-                                          0.1 if params.dropout is None else params.dropout)
+                                          0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id)
     freeze_lower(model.encoder, params.freeze_layers)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])
@@ -284,8 +284,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     tokenizer.save_pretrained(model_dir / "encoder")
     save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"kind": "transformer", "labels": list(labels), "max_length": params.max_length, "pooling": params.pooling,
-            "batch_size": params.eval_batch_size, "runtime": "torch", "temperature": 1.0, "context": context,
-            "config": cfg.model_dump(mode="json"), "resolved": {"train_precision": precision}}
+            "sep_token_id": tokenizer.sep_token_id, "batch_size": params.eval_batch_size, "runtime": "torch",
+            "temperature": 1.0, "context": context, "config": cfg.model_dump(mode="json"),
+            "resolved": {"train_precision": precision}}
     classifier.write_meta(model_dir, meta)
     # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  No export
     # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model (`auto` then falls back

@@ -476,3 +476,28 @@ def test_target_pooling_learns_and_its_onnx_graph_agrees(tmp_path):
     assert accuracy >= 0.9
     onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
+
+
+def test_target_pooling_without_a_separator_token_names_the_key(tmp_path, monkeypatch):
+    """A tokenizer with no separator (GPT-style) cannot mark where the target sentence ends: a config error before
+    training, not a failed tensor comparison in the first step."""
+    from tiny_transformer import build_tiny_bert
+
+    from train import transformer
+    from train.config import ConfigError, load_config
+    from train.data import load_splits
+
+    bert = build_tiny_bert(tmp_path / "bert", separable_corpus(tmp_path / "separable.jsonl"))
+    cfg = load_config(tiny_transformer_config(tmp_path / "t.yaml", tmp_path / "separable.jsonl", bert,
+                                              "pooling: target, epochs: 1"))
+    loaded = transformer.load_pretrained
+
+    def without_separator(name, dropout=None):
+        tokenizer, encoder = loaded(name, dropout)
+        tokenizer.sep_token = None
+        return tokenizer, encoder
+
+    monkeypatch.setattr(transformer, "load_pretrained", without_separator)
+    with pytest.raises(ConfigError, match="model.pooling: target .* has none; use mean"):
+        transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
+    assert not (tmp_path / "model").exists()

@@ -217,6 +217,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     params, labels, context = cfg.model, cfg.labels, cfg.context.for_model()
     index = {label: i for i, label in enumerate(labels)}
     tokenizer, encoder = load_pretrained(params.name_or_path, params.dropout)
+    if params.pooling == "target" and tokenizer.sep_token_id is None:
+        raise ConfigError(f"model.pooling: target ends the sentence at the tokenizer's separator token, and "
+                          f"{params.name_or_path!r} has none; use mean")
     torch.manual_seed(cfg.seed)
     model = classifier.encoder_classifier(encoder, len(labels), params.pooling,
                                           0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id)

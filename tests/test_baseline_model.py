@@ -256,11 +256,12 @@ def test_nb_scaling_scores_as_each_labels_regression_on_its_scaled_features(tiny
 
 def test_baseline_scores_are_divided_by_the_temperature_fitted_on_dev(trained, tiny_config):
     """The shipped baseline fits a temperature on its dev scores (NB-LR's separate regressions are not calibrated
-    against each other), logs it, and its probabilities are the softmax of its scores over it."""
+    against each other), keeps it where it lowers dev ECE, logs both, and its probabilities are the softmax of its
+    scores over the temperature it holds."""
     from train.classifier import softmax, with_context
     from train.config import load_config
     from train.data import load_splits
-    from train.metrics import fit_temperature
+    from train.metrics import fit_temperature, temperature_on_dev
 
     cfg = load_config(tiny_config)
     assert cfg.model.nb_scaling and cfg.model.temperature_scaling
@@ -268,7 +269,10 @@ def test_baseline_scores_are_divided_by_the_temperature_fitted_on_dev(trained, t
     dev = load_splits(cfg).dev
     frame = with_context(dev, **clf.context)
     scores = clf.scores(frame)
-    assert clf.temperature == pytest.approx(fit_temperature(scores, dev["label"].map(cfg.labels.index).to_numpy()))
-    assert clf.temperature == pytest.approx(mlflow.get_run(trained["run_id"]).data.metrics["calibration/temperature"])
-    assert abs(clf.temperature - 1) > 0.05
-    np.testing.assert_allclose(clf.sentence_proba(frame), softmax(scores / clf.temperature), rtol=1e-12)
+    logged = mlflow.get_run(trained["run_id"]).data.metrics
+    fitted = fit_temperature(scores, dev["label"].map(cfg.labels.index).to_numpy())
+    assert logged["calibration/temperature_fitted"] == pytest.approx(fitted) and abs(fitted - 1) > 0.05
+    chosen = temperature_on_dev(scores, dev["label"].tolist(), cfg.labels)["calibration/temperature"]
+    assert clf.temperature == pytest.approx(chosen) == pytest.approx(logged["calibration/temperature"])
+    clf.temperature = 1.7  # whatever temperature the model holds divides its scores
+    np.testing.assert_allclose(clf.sentence_proba(frame), softmax(scores / 1.7), rtol=1e-12)

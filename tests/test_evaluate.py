@@ -89,3 +89,27 @@ def test_evaluate_can_log_a_run(memorised):
     run = mlflow.get_run(last_json(proc.stdout)["run_id"])
     assert run.data.metrics["eval/macro_f1"] == 1.0 and run.data.params["data"] == str(memorised[0])
     assert "plots/eval_reliability.png" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+
+
+def test_a_temperature_is_kept_only_where_it_lowers_dev_ece():
+    """Fitted for dev likelihood, a temperature that would raise dev ECE is not used (T = 1); one that lowers it is."""
+    from train.metrics import temperature_on_dev
+
+    labels = ("claim", "attributed_quote", "unverified", "official_response")
+    # Top-1 calibrated at T = 1 (the top class is right 61.03 % of the time at p 0.6103), but the rest of the mass
+    # falls on the lowest-scored class: the likelihood asks for T > 1, which would lower the top confidence.
+    z = np.array([2.0, 1.0, 0.0, 0.0])
+    top = np.exp(z)[0] / np.exp(z).sum()
+    n = 10_000
+    gold = ["claim"] * round(top * n) + ["official_response"] * (n - round(top * n))
+    flat = temperature_on_dev(np.tile(z, (n, 1)), gold, labels)
+    assert flat["calibration/temperature_fitted"] > 1.3
+    assert flat["calibration/temperature"] == 1.0
+    assert flat["calibration/dev_ece_after"] == flat["calibration/dev_ece_before"] < 1e-4
+    # Overconfident scores (labels drawn at twice the scores' temperature): the fitted T ~ 2 is kept.
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 3, (4000, 4))
+    p = np.exp(scores / 2) / np.exp(scores / 2).sum(axis=1, keepdims=True)
+    sharp = temperature_on_dev(scores, [labels[rng.choice(4, p=q)] for q in p], labels)
+    assert sharp["calibration/temperature"] == sharp["calibration/temperature_fitted"] == pytest.approx(2.0, abs=0.15)
+    assert sharp["calibration/dev_ece_after"] < 0.5 * sharp["calibration/dev_ece_before"]

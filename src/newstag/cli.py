@@ -163,6 +163,8 @@ def _bootstrap_option(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from train.provenance import CORPUS_SEED  # stdlib only: `--help` stays quick
+
     p = argparse.ArgumentParser(prog="newstag", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -216,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--raw", default="data/corpus/raw", help="synthetic articles")
     b.add_argument("--real", default="data/corpus/real/raw", help="real-news articles (split by outlet)")
     b.add_argument("--out", default="data/corpus/sentences.jsonl")
-    b.add_argument("--seed", type=int, default=13)
+    b.add_argument("--seed", type=int, default=CORPUS_SEED)
     v = dsub.add_parser("validate", help="schema, labels, duplicates, leakage and label shares")
     v.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
     v.add_argument("--exclusions", help="hashed pages no article may come from (default: ../shared/eval-exclusions.txt)")

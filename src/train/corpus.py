@@ -16,6 +16,7 @@ import numpy as np
 
 from train import realnews
 from train.data import DataError, file_digest
+from train.provenance import CORPUS_SEED
 
 CODES = {"C": "claim", "Q": "attributed_quote", "U": "unverified", "O": "official_response"}
 SHARES = {"train": 0.70, "dev": 0.15, "test": 0.15}
@@ -62,7 +63,7 @@ def _assign(articles: list[dict], seed: int) -> dict[str, str]:
     return out
 
 
-def build(raw: str | Path, out: str | Path, seed: int = 13, real: str | Path | None = None) -> dict:
+def build(raw: str | Path, out: str | Path, seed: int = CORPUS_SEED, real: str | Path | None = None) -> dict:
     """sentences.jsonl from the synthetic articles (`raw`) and the real-news ones (`real`, split by outlet)."""
     raw, out = Path(raw), Path(out)
     articles = [(path, a) for path, a in _raw_articles(raw)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 DEFAULT_EXCLUSIONS = Path(__file__).resolve().parents[3] / "shared" / "eval-exclusions.txt"
+CORPUS_SEED = 13  # the shipped corpus's build seed: `newstag data build` and `--split` must agree on it
 _HOST_PREFIXES = ("www.", "m.", "amp.")
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("urls", nargs="+", metavar="URL")
     parser.add_argument("--split", action="store_true", help="print the split of the page's outlet")
     parser.add_argument("--corpus", default="data/corpus/sentences.jsonl", help="built corpus for --split")
-    parser.add_argument("--seed", type=int, default=13, help="the corpus build's seed (`newstag data build`)")
+    parser.add_argument("--seed", type=int, default=CORPUS_SEED, help="the corpus build's seed (`newstag data build`)")
     args = parser.parse_args(argv)
     excluded = load_exclusions()
     known = corpus_outlet_splits(args.corpus) if args.split else {}

@@ -228,6 +228,42 @@ def test_reduced_precision_runtimes_follow_fp32(tiny_transformer, runtime, atol)
     assert (reduced.argmax(1) == exact.argmax(1)).mean() >= 0.9
 
 
+def test_bf16_products_give_a_row_the_same_bits_in_any_batch_and_thread_count():
+    """torch-bf16 scores a sentence the same whichever sentences share its batch.  With all-mpnet-base-v2's layer
+    sizes on an AMX Xeon, oneDNN's blocking follows the row count: one row came out differently alone and among
+    999 others until every product got the same number of rows (on CPUs whose kernels ignore the row count this
+    holds either way)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from train.classifier import reduced_precision
+
+    class FeedForward(torch.nn.Module):  # a BERT-style intermediate block: its bf16 output feeds the activation
+        def __init__(self):
+            super().__init__()
+            self.dense, self.intermediate_act_fn = torch.nn.Linear(768, 3072), torch.nn.GELU()
+
+        def forward(self, x):
+            return self.intermediate_act_fn(self.dense(x))
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(768, 768), FeedForward(), torch.nn.Linear(3072, 768))
+    exact = encoder(rows := torch.randn(1000, 768)).detach()
+    reduced = reduced_precision(SimpleNamespace(encoder=encoder), "torch-bf16").encoder
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        together = reduced(rows)
+        assert 0 < (together - exact).abs().max() < 0.05 * exact.abs().max()  # bf16, close to fp32
+        for part in (slice(0, 1), slice(500, 537), slice(100, 400), slice(1, 1000)):
+            np.testing.assert_array_equal(reduced(rows[part]).numpy(), together[part].numpy())
+        try:
+            torch.set_num_threads(1)
+            np.testing.assert_array_equal(reduced(rows[:300]).numpy(), together[:300].numpy())
+        finally:
+            torch.set_num_threads(threads)
+
+
 def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_transformer, tmp_path, monkeypatch):
     """`auto` gives exactly what the runtime it stands for gives: torch-bf16 with native bf16, else ONNX fp32, else
     (a model without a graph) torch."""

@@ -79,7 +79,7 @@ class Spec:
 
 class Tagger:
     def __init__(self, model_uri: str, runtime: str | None = None, segmenter: str = "syntok",
-                 min_score: float | None = None, batch_size: int = 512, threads: int | None = None):
+                 min_score: float | None = None, batch_size: int = 4096, threads: int | None = None):
         import mlflow
 
         self.model_uri = model_uri

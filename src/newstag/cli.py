@@ -194,7 +194,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--min-score", type=float, help="label sentences under this score as needs_review")
     g.add_argument("--runtime", type=_runtime, help="inference runtime, e.g. onnx (default: the model's)")
     g.add_argument("--segmenter", default="syntok", choices=("syntok", "blingfire", "pysbd"))
-    g.add_argument("--batch-size", type=_positive, default=512, help="sentences per model call")
+    g.add_argument("--batch-size", type=_positive, default=4096,
+                   help="sentences per model call; the transformer groups sentences of one length within it "
+                        "(default: %(default)s)")
     g.add_argument("--chunk-size", type=_positive, default=1000, help="articles per committed chunk")
     g.add_argument("--max-chars", type=_positive, default=200_000, help="longer articles are skipped as errors")
     g.add_argument("--engine", choices=("local", "spark"), default="local")

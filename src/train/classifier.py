@@ -405,7 +405,7 @@ def reduced_precision(model, runtime: str):
     classifier.py it was logged with).  LayerNorm, attention softmax, the residual stream and the head stay fp32.
 
     A sentence scores the same in any batch: int8 scales are per row, and every bf16 product has exactly
-    ``BF16_ROWS`` rows (the last block zero-padded).  oneDNN's AMX kernels pick their blocking, and so the fp32
+    ``BF16_ROWS`` rows.  oneDNN's AMX kernels pick their blocking, and so the fp32
     summation order, by the row count: without fixed blocks a probability moved by 2e-2 between batch sizes on an
     AMX Xeon (1e-7 with them, README "Tagging throughput").  256 rows is also a count whose results do not change
     with the thread count there.  An intermediate (feed-forward) layer keeps its bf16 output, bias included, for its
@@ -443,18 +443,19 @@ def reduced_precision(model, runtime: str):
             return out.reshape(*x.shape[:-1], out.shape[-1])
 
         def _bf16(self, rows):
-            """The product in blocks of BF16_ROWS rows, the last one zero-padded (the bias added in it where the
-            output stays bf16)."""
+            """The product in blocks of BF16_ROWS rows (the bias added in it where the output stays bf16).  The
+            last block ends at the last row and overlaps the one before, whose shared rows it computes to the same
+            bits: nothing is padded or copied unless there are fewer rows than one block."""
             n, size = rows.shape[0], BF16_ROWS
-            out = rows.new_empty((n + -n % size, self.weight.shape[1]))
-            for start in range(0, n, size):
-                block = rows[start:start + size]
-                if len(block) < size:
-                    block = torch.cat([block, block.new_zeros((size - len(block), block.shape[1]))])
+            if n < size:
+                rows = torch.cat([rows, rows.new_zeros((size - n, rows.shape[1]))])
+            out = rows.new_empty((len(rows), self.weight.shape[1]))
+            for start in [*range(0, len(rows) - size, size), len(rows) - size]:
+                block = slice(start, start + size)
                 if self.keep_bf16 and self.bias is not None:
-                    torch.addmm(self.bias, block, self.weight, out=out[start:start + size])
+                    torch.addmm(self.bias, rows[block], self.weight, out=out[block])
                 else:
-                    torch.mm(block, self.weight, out=out[start:start + size])
+                    torch.mm(rows[block], self.weight, out=out[block])
             return out[:n]
 
     for module in list(model.encoder.modules()):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -383,16 +384,112 @@ def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 
     return EncoderClassifier()
 
 
-def load_encoder_classifier(model_dir: Path, meta: dict):
+def load_encoder_classifier(model_dir: Path, meta: dict, plain: bool = False):
+    """The logged classifier; `plain`: an MPNet encoder as :func:`mpnet_encoder` builds it, not transformers'."""
     from safetensors.torch import load_file
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
-    encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
+    config = json.loads((model_dir / "encoder" / "config.json").read_text(encoding="utf-8"))
+    if plain and config.get("model_type") == "mpnet":
+        encoder = mpnet_encoder(model_dir / "encoder")
+    else:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
+        encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
     model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"], sep_token_id=meta.get("sep_token_id"))
     model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
     return model.eval()
+
+
+def mpnet_encoder(encoder_dir: Path):
+    """An MPNet encoder (all-mpnet-base-v2's architecture, the default) in plain torch from its logged weights, for
+    the reduced runtimes: transformers' ``MPNetModel`` arithmetic (tested against it) without importing
+    transformers, which took ~3 s of every ``newstag tag`` start.  Inference only.  Module names are transformers',
+    so the weights load as they are and :func:`reduced_precision` finds the same layers."""
+    import math
+
+    import torch
+    from safetensors.torch import load_file
+    from torch import nn
+
+    config = SimpleNamespace(**json.loads((encoder_dir / "config.json").read_text(encoding="utf-8")))
+    size, eps = config.hidden_size, config.layer_norm_eps
+
+    class MPNetSelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.num_attention_heads = config.num_attention_heads
+            self.q, self.k, self.v, self.o = (nn.Linear(size, size) for _ in range(4))
+
+        def forward(self, hidden, attention_mask, position_bias):
+            batch, length = hidden.shape[:2]
+            q, k, v = (f(hidden).view(batch, length, self.num_attention_heads, -1).transpose(1, 2)
+                       for f in (self.q, self.k, self.v))
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + position_bias
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            context = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(batch, length, size)
+            return (self.o(context),)
+
+    class Block(nn.Module):  # names as in transformers: attention.attn, attention.LayerNorm, intermediate, output
+        def __init__(self, **children):
+            super().__init__()
+            for name, child in children.items():
+                setattr(self, name, child)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = Block(attn=MPNetSelfAttention(), LayerNorm=nn.LayerNorm(size, eps=eps))
+            self.intermediate = Block(dense=nn.Linear(size, config.intermediate_size), intermediate_act_fn=nn.GELU())
+            self.output = Block(dense=nn.Linear(config.intermediate_size, size), LayerNorm=nn.LayerNorm(size, eps=eps))
+
+        def forward(self, hidden, attention_mask, position_bias):
+            attended = self.attention.LayerNorm(self.attention.attn(hidden, attention_mask, position_bias)[0] + hidden)
+            wide = self.intermediate.intermediate_act_fn(self.intermediate.dense(attended))
+            return self.output.LayerNorm(self.output.dense(wide) + attended)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = config
+            self.embeddings = Block(word_embeddings=nn.Embedding(config.vocab_size, size),
+                                    position_embeddings=nn.Embedding(config.max_position_embeddings, size),
+                                    LayerNorm=nn.LayerNorm(size, eps=eps))
+            self.encoder = Block(layer=nn.ModuleList(Layer() for _ in range(config.num_hidden_layers)),
+                                 relative_attention_bias=nn.Embedding(config.relative_attention_num_buckets,
+                                                                      config.num_attention_heads))
+
+        def forward(self, input_ids, attention_mask):
+            kept = (input_ids != 1).long()  # MPNet's padding index: positions count real tokens from 2
+            hidden = self.embeddings.word_embeddings(input_ids) + self.embeddings.position_embeddings(
+                kept.cumsum(1) * kept + 1)
+            hidden = self.embeddings.LayerNorm(hidden)
+            length = input_ids.shape[1]
+            offset = torch.arange(length)[None, :] - torch.arange(length)[:, None]
+            bias = self.encoder.relative_attention_bias(bucket(offset)).permute(2, 0, 1)[None]
+            mask = None
+            if not bool(attention_mask.all()):
+                mask = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+            for layer in self.encoder.layer:
+                hidden = layer(hidden, mask, bias)
+            return SimpleNamespace(last_hidden_state=hidden)
+
+    def bucket(offset, buckets=32, max_distance=128):  # transformers' relative_position_bucket, bidirectional
+        n = -offset
+        half = buckets // 2
+        exact = half // 2
+        ret = (n < 0).long() * half
+        n = n.abs()
+        large = exact + (torch.log(n.float() / exact) / math.log(max_distance / exact) * (half - exact)).long()
+        return ret + torch.where(n < exact, n, large.clamp(max=half - 1))
+
+    with torch.device("meta"):  # no random initialisation: every weight comes from the file
+        encoder = Encoder()
+    weights = {k: v for k, v in load_file(encoder_dir / "model.safetensors").items() if not k.startswith("pooler.")}
+    encoder.load_state_dict(weights, assign=True)
+    return encoder.eval()
 
 
 BF16_ROWS = 256  # rows of every bf16 product; see reduced_precision
@@ -402,26 +499,34 @@ def reduced_precision(model, runtime: str):
     """`model` with its encoder's Linear layers computed in bfloat16 (``torch-bf16``: fp32 accumulation) or int8
     (``torch-int8``: weights per output channel, activations per token, exact int32 accumulation), built from the fp32
     weights at load time, so no artifact is added (models logged before them lack them: a model carries the
-    classifier.py it was logged with).  LayerNorm, attention softmax, the residual stream and the head stay fp32.
+    classifier.py it was logged with).  LayerNorm, the residual stream, attention softmax and the head stay fp32
+    (MPNet's attention reads bf16 q, k, v in torch's fused kernel, whose sums and softmax are fp32).
 
     A sentence scores the same in any batch: int8 scales are per row, and every bf16 product has exactly
     ``BF16_ROWS`` rows.  oneDNN's AMX kernels pick their blocking, and so the fp32
     summation order, by the row count: without fixed blocks a probability moved by 2e-2 between batch sizes on an
     AMX Xeon (1e-7 with them, README "Tagging throughput").  256 rows is also a count whose results do not change
-    with the thread count there.  An intermediate (feed-forward) layer keeps its bf16 output, bias included, for its
-    activation and the next product: two fp32 round trips of the widest activations saved."""
+    with the thread count there.  An intermediate (feed-forward) layer keeps its bf16 output, bias included, for the
+    next product, with an exact GELU applied by oneDNN to the product's fp32 sums: no fp32 round trip and no pass of
+    its own over the widest activations."""
     import torch
 
     class ReducedLinear(torch.nn.Module):
-        def __init__(self, linear, keep_bf16: bool = False):
+        def __init__(self, weight, bias, keep_bf16: bool = False, gelu: bool = False):
+            """`gelu`: the (exact) GELU that follows is applied in the product, to its fp32 sums (bf16 output)."""
             super().__init__()
-            weight = linear.weight.detach()
-            self.bias = None if linear.bias is None else linear.bias.detach()
-            self.keep_bf16 = keep_bf16 and runtime == "torch-bf16"
+            weight = weight.detach()
+            self.bias = None if bias is None else bias.detach()
+            self.keep_bf16 = (keep_bf16 or gelu) and runtime == "torch-bf16"
+            self.packed = None
             if runtime == "torch-bf16":
                 self.weight = weight.to(torch.bfloat16).t()  # (in, out): the layout F.linear hands oneDNN
                 if self.keep_bf16 and self.bias is not None:
                     self.bias = self.bias.to(torch.bfloat16)
+                if torch.backends.mkldnn.is_available() and (gelu or not self.keep_bf16):
+                    # oneDNN's own layout for BF16_ROWS-row products: the same bits as torch.mm, a little faster
+                    self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.to(torch.bfloat16), BF16_ROWS)
+                    self.post = ("gelu", "none") if gelu else ("none", "")
             else:
                 self.scale = (weight.abs().amax(1) / 127).clamp(min=1e-12)
                 # (in, out) over column-major storage: the layout torch._int_mm runs fastest on
@@ -452,19 +557,69 @@ def reduced_precision(model, runtime: str):
             out = rows.new_empty((len(rows), self.weight.shape[1]))
             for start in [*range(0, len(rows) - size, size), len(rows) - size]:
                 block = slice(start, start + size)
-                if self.keep_bf16 and self.bias is not None:
+                if self.packed is not None:
+                    bias = self.bias if self.keep_bf16 else None
+                    out[block] = torch.ops.mkldnn._linear_pointwise(rows[block], self.packed, bias, self.post[0], [],
+                                                                     self.post[1])
+                elif self.keep_bf16 and self.bias is not None:
                     torch.addmm(self.bias, rows[block], self.weight, out=out[block])
                 else:
                     torch.mm(rows[block], self.weight, out=out[block])
             return out[:n]
 
+    class FusedSelfAttention(torch.nn.Module):
+        """MPNet's self-attention (the default encoder's; others keep theirs) with q, k and v from one product (the
+        input converted once, a 3x wider product) and torch's fused attention on views of its output (bf16 in
+        ``torch-bf16``, as the product leaves it; fp32 sums and softmax inside): the eager version's copies of q, k, v
+        and the context, and its separate scale, bias and softmax passes, go (~10 % of the model's time)."""
+
+        def __init__(self, attn):
+            super().__init__()
+            self.heads = attn.num_attention_heads
+            self.qkv = ReducedLinear(torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]),
+                                     torch.cat([attn.q.bias, attn.k.bias, attn.v.bias]), keep_bf16=True)
+            self.o = ReducedLinear(attn.o.weight, attn.o.bias)
+
+        def forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **_):
+            if output_attentions:
+                raise ValueError("reduced-precision runtimes do not return attention weights")
+            batch, length = hidden_states.shape[:2]
+            q, k, v = self.qkv(hidden_states).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            bias = position_bias
+            if attention_mask is not None:  # None when nothing is padded: always, from length_batches
+                if attention_mask.dtype == torch.bool:
+                    attention_mask = torch.where(attention_mask, 0.0, torch.finfo(torch.float32).min)
+                bias = attention_mask if bias is None else bias + attention_mask
+            context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            return (self.o(context.transpose(1, 2).reshape(batch, length, -1)),)
+
+    fused = "MPNetSelfAttention"
     for module in list(model.encoder.modules()):
+        if type(module).__name__ == fused:  # replaced whole by its parent's turn
+            continue
         # BERT-style feed-forward blocks (BERT, RoBERTa, MPNet, ...): `dense`, then `intermediate_act_fn`
         feeds_activation = hasattr(module, "intermediate_act_fn")
+        gelu = (feeds_activation and runtime == "torch-bf16" and torch.backends.mkldnn.is_available()
+                and exact_gelu(module.intermediate_act_fn))
         for name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(module, name, ReducedLinear(child, keep_bf16=feeds_activation and name == "dense"))
+            if type(child).__name__ == fused:
+                setattr(module, name, FusedSelfAttention(child))
+            elif isinstance(child, torch.nn.Linear):
+                feeds = feeds_activation and name == "dense"
+                setattr(module, name, ReducedLinear(child.weight, child.bias, keep_bf16=feeds, gelu=feeds and gelu))
+        if gelu:
+            module.intermediate_act_fn = torch.nn.Identity()
     return model
+
+
+def exact_gelu(activation) -> bool:
+    """Whether `activation` is the exact (erf) GELU, as BERT-style encoders name it (transformers' ``GELUActivation``
+    or torch's), and oneDNN can fuse it into a bf16 product."""
+    import torch
+
+    if isinstance(activation, torch.nn.GELU):
+        return activation.approximate == "none"
+    return getattr(activation, "act", None) is torch.nn.functional.gelu
 
 
 def native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
@@ -533,7 +688,7 @@ class TransformerClassifier:
                 import torch
 
                 torch.set_num_threads(threads)
-            self.model = load_encoder_classifier(model_dir, meta)
+            self.model = load_encoder_classifier(model_dir, meta, plain=self.runtime != "torch")
             if self.runtime != "torch":
                 self.model = reduced_precision(self.model, self.runtime)
         else:

@@ -405,8 +405,8 @@ def load_encoder_classifier(model_dir: Path, meta: dict, plain: bool = False):
 def mpnet_encoder(encoder_dir: Path):
     """An MPNet encoder (all-mpnet-base-v2's architecture, the default) in plain torch from its logged weights, for
     the reduced runtimes: transformers' ``MPNetModel`` arithmetic (tested against it) without importing
-    transformers, which took ~3 s of every ``newstag tag`` start.  Inference only.  Module names are transformers',
-    so the weights load as they are and :func:`reduced_precision` finds the same layers."""
+    transformers (~1.7 s of a one-article ``newstag tag``, README "Tagging throughput").  Inference only.  Module
+    names are transformers', so the weights load as they are and :func:`reduced_precision` finds the same layers."""
     import math
 
     import torch
@@ -476,7 +476,7 @@ def mpnet_encoder(encoder_dir: Path):
                 hidden = layer(hidden, mask, bias)
             return SimpleNamespace(last_hidden_state=hidden)
 
-    def bucket(offset, buckets=32, max_distance=128):  # transformers' relative_position_bucket, bidirectional
+    def bucket(offset, buckets=32, max_distance=128):  # transformers' relative_position_bucket (32 whatever the config)
         n = -offset
         half = buckets // 2
         exact = half // 2

@@ -7,7 +7,8 @@ per sentence, its model already loaded, on exactly the inputs (sentence, and con
 largest probability change when each article of the dump is tagged in a model call of its own (``--batch-size 1``).
 Baseline: ``newstag tag`` on generated dumps (benchmarks/dump_throughput.py): sentences/s and segmentation share.
 Usage: python benchmarks/tagging_throughput.py --transformer URI [URI ...] [--baseline URI] [--articles 400]
-       [--sizes 10000 100000] [--repeats 3]
+       [--sizes 10000 100000] [--repeats 3] [--runtimes [RUNTIME ...]] [--no-workers]
+       (``--runtimes --no-workers``: the default runtime, torch and the naive loop only)
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def median_time(fn, repeats: int):
     return statistics.median(times), result
 
 
-def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
+def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int, others: list[str] | None = None,
+                      workers: bool = True) -> None:
+    """`others`: the runtimes measured besides the default (None: all; torch, the reference, always)."""
     import mlflow
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(uri), "artifacts", "model")
@@ -108,10 +111,10 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int) -> None:
     runs = {}
     default = resolve_runtime(meta["runtime"], model_dir)  # what `auto` picks on this machine
     # None: the model's default runtime, as a user runs it; then every other runtime (torch is the reference).
-    for runtime in [None, *(r for r in RUNTIMES if r != default)]:
+    for runtime in [None, *(r for r in RUNTIMES if r != default and (others is None or r in {"torch", *others}))]:
         times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
         runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
-    if cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each
+    if workers and cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each
         times = [tag(dump, uri, tmp / "out.parquet", "--workers", str(cores())) for _ in range(repeats)]
         runs[f"workers {cores()}"] = (statistics.median(t for t, _ in times), times[-1][1])
     reference = runs["torch" if "torch" in runs else None][1]
@@ -175,6 +178,9 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=400, help="real-news articles for the transformer dump")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="baseline dump sizes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runtimes", nargs="*", metavar="RUNTIME",
+                        help="runtimes besides the default and torch (the reference); default: all")
+    parser.add_argument("--no-workers", action="store_true", help="skip the run with one worker process a core")
     parser.add_argument("--data", default="data/corpus/sentences.jsonl")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
@@ -183,7 +189,7 @@ def main() -> None:
         if args.transformer:
             real_dump(tmp / "real.jsonl", args.data, args.articles)
         for uri in args.transformer:
-            transformer_table(uri, tmp / "real.jsonl", tmp, args.repeats)
+            transformer_table(uri, tmp / "real.jsonl", tmp, args.repeats, args.runtimes, not args.no_workers)
         if args.baseline:
             baseline_table(args.baseline, args.sizes, args.data, tmp, args.repeats)
 

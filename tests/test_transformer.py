@@ -248,7 +248,8 @@ def test_bf16_products_give_a_row_the_same_bits_in_any_batch_and_thread_count():
             return self.intermediate_act_fn(self.dense(x))
 
     torch.manual_seed(0)
-    encoder = torch.nn.Sequential(torch.nn.Linear(768, 768), FeedForward(), torch.nn.Linear(3072, 768))
+    encoder = torch.nn.Sequential(torch.nn.Linear(768, 2304), torch.nn.Linear(2304, 768), torch.nn.Linear(768, 768),
+                                  FeedForward(), torch.nn.Linear(3072, 768))  # MPNet's q/k/v, ..., feed-forward out
     exact = encoder(rows := torch.randn(1000, 768)).detach()
     reduced = reduced_precision(SimpleNamespace(encoder=encoder), "torch-bf16").encoder
     threads = torch.get_num_threads()
@@ -259,7 +260,7 @@ def test_bf16_products_give_a_row_the_same_bits_in_any_batch_and_thread_count():
             np.testing.assert_array_equal(reduced(rows[part]).numpy(), together[part].numpy())
         try:
             torch.set_num_threads(1)
-            np.testing.assert_array_equal(reduced(rows[:300]).numpy(), together[:300].numpy())
+            np.testing.assert_array_equal(reduced(rows).numpy(), together.numpy())
         finally:
             torch.set_num_threads(threads)
 
@@ -284,17 +285,23 @@ def tiny_mpnet(tmp_path_factory):
 
 def test_plain_mpnet_encoder_computes_what_transformers_does(tiny_mpnet):
     """The reduced runtimes build MPNet without transformers (~1.7 s less start-up): the same fp32 outputs, padded
-    rows included."""
+    rows included, and in packed passes of several lengths."""
     import torch
 
     from train.classifier import mpnet_encoder
 
     model, path, ids, mask = tiny_mpnet
+    encoder = mpnet_encoder(path)
     with torch.inference_mode():
         exact = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        plain = mpnet_encoder(path)(input_ids=ids, attention_mask=mask).last_hidden_state
+        plain = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        # sentences of several lengths in one packed pass: each as transformers computes it alone
+        groups = [ids[:2], ids[2:5, :4], ids[5:, :6]]
+        packed = encoder.forward_packed(groups)
+        alone = torch.cat([model(input_ids=g).last_hidden_state.reshape(-1, packed.shape[1]) for g in groups])
     assert exact.abs().max() > 1
     np.testing.assert_allclose(plain[mask.bool()].numpy(), exact[mask.bool()].numpy(), atol=2e-5)
+    np.testing.assert_allclose(packed.numpy(), alone.numpy(), atol=2e-5)
 
 
 @pytest.mark.parametrize(("runtime", "atol"), [("torch-bf16", 0.05), ("torch-int8", 0.1)])
@@ -324,15 +331,15 @@ def test_mpnet_attention_of_the_reduced_runtimes_follows_the_eager_one(tiny_mpne
             np.testing.assert_array_equal(alone.numpy(), out[2:3].numpy())
 
 
-def test_an_mpnet_model_loads_for_torch_bf16_without_transformers(tiny_transformer, tmp_path):
-    """A logged model whose encoder is MPNet (the default's architecture) scores in ``torch-bf16`` without importing
-    transformers, close to what transformers' fp32 MPNet gives (``torch``)."""
+@pytest.fixture(scope="module")
+def mpnet_model_dir(tiny_transformer, tmp_path_factory):
+    """The tiny logged model with a random two-layer MPNet (the default's architecture) as its encoder."""
     import shutil
 
     import torch
     from transformers import MPNetConfig, MPNetModel
 
-    model_dir = tmp_path / "model"
+    model_dir = tmp_path_factory.mktemp("mpnet-model") / "model"
     shutil.copytree(os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts",
                                  "model"), model_dir)
     bert = json.loads((model_dir / "encoder" / "config.json").read_text())
@@ -340,6 +347,13 @@ def test_an_mpnet_model_loads_for_torch_bf16_without_transformers(tiny_transform
     MPNetModel(MPNetConfig(**{k: bert[k] for k in ("vocab_size", "hidden_size", "num_attention_heads",
                                                    "intermediate_size", "max_position_embeddings")},
                            num_hidden_layers=2)).save_pretrained(model_dir / "encoder")
+    return model_dir
+
+
+def test_an_mpnet_model_loads_for_torch_bf16_without_transformers(mpnet_model_dir):
+    """A logged model whose encoder is MPNet (the default's architecture) scores in ``torch-bf16`` without importing
+    transformers, close to what transformers' fp32 MPNet gives (``torch``)."""
+    model_dir = mpnet_model_dir
     code = ("import sys, json\nfrom train.classifier import load\n"
             f"p = load({str(model_dir)!r}, runtime='torch-bf16').predict_proba({TEXTS!r})\n"
             "print(json.dumps({'transformers': 'transformers' in sys.modules, 'p': p.tolist()}))\n")
@@ -351,6 +365,27 @@ def test_an_mpnet_model_loads_for_torch_bf16_without_transformers(tiny_transform
 
     exact = load(model_dir, runtime="torch").predict_proba(TEXTS)
     assert 0 < np.abs(np.array(out["p"]) - exact).max() < 0.02
+
+
+@pytest.mark.parametrize("runtime", ["torch-bf16", "torch-int8"])
+def test_packed_calls_score_what_one_length_batches_score(mpnet_model_dir, runtime, monkeypatch):
+    """The reduced runtimes run sentences of many lengths through MPNet in one call (every product on all their
+    tokens, attention per length): the scores of one-length batches, and of each sentence alone, when the calls are
+    cut anywhere."""
+    from train import classifier
+
+    clf = classifier.load(mpnet_model_dir, runtime=runtime)
+    assert clf.packed and len({len(ids) for ids in clf.encode(classifier.with_context(TEXTS, **clf.context))}) > 3
+    packed = clf.predict_proba(TEXTS)
+    alone = np.vstack([clf.predict_proba([t]) for t in TEXTS])
+    monkeypatch.setattr(classifier, "PACKED_ROWS", 20)  # calls of a sentence or two, length groups split
+    order = np.random.default_rng(0).permutation(len(TEXTS))
+    cut = clf.predict_proba([TEXTS[i] for i in order])
+    clf.packed, clf._last = False, None
+    unpacked = clf.predict_proba(TEXTS)
+    for other in (alone, cut[np.argsort(order)], unpacked):
+        np.testing.assert_allclose(other, packed, rtol=0, atol=1e-6)
+    assert np.abs(packed - classifier.load(mpnet_model_dir, runtime="torch").predict_proba(TEXTS)).max() > 1e-7
 
 
 def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_transformer, tmp_path, monkeypatch):

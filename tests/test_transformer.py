@@ -439,7 +439,9 @@ def fit_separable(tmp_path, keys: str, log_step=None):
     bert = build_tiny_bert(tmp_path / "bert", separable_corpus(tmp_path / "separable.jsonl"))
     cfg = load_config(tiny_transformer_config(
         tmp_path / "separable.yaml", tmp_path / "separable.jsonl", bert, "epochs: 12, batch_size: 16,"
-        f" learning_rate: 3.0e-3, max_length: 32, early_stopping_patience: null, runtime: torch, {keys}"))
+        f" learning_rate: 3.0e-3, max_length: 32, early_stopping_patience: null, runtime: torch, {keys}",
+        # the cue is in the sentence; its neighbours (the shipped window 1) carry the other labels' cues
+        "context: {window: 0}\n"))
     splits = load_splits(cfg)
     transformer.fit(cfg, splits, tmp_path / "model", log_step)
     clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature

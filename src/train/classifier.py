@@ -482,8 +482,9 @@ def mpnet_encoder(encoder_dir: Path):
             mask = None
             if not bool(attention_mask.all()):
                 mask = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+            bias = self.position_bias(input_ids.shape[1])
             for layer in self.encoder.layer:
-                hidden = layer(hidden, mask, self.position_bias(input_ids.shape[1]))
+                hidden = layer(hidden, mask, bias)
             return SimpleNamespace(last_hidden_state=hidden)
 
         def forward_packed(self, groups):
@@ -521,7 +522,7 @@ def mpnet_encoder(encoder_dir: Path):
 
 
 def group_rows(rows, groups):
-    """(the group's slice of `rows`, its shape) for each (sentences, tokens, position bias) of a packed pass."""
+    """(the group's slice of `rows`, the group) for each group of a packed pass, (sentences, tokens, ...) first."""
     start = 0
     for group in groups:
         end = start + group[0] * group[1]

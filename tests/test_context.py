@@ -65,6 +65,17 @@ def test_with_context_orders_by_sentence_index_and_keeps_loose_rows_alone():
     assert plain["prev"].tolist() == ["", "c", "", "a"]
 
 
+def test_neighbour_words_keep_the_words_nearest_the_target():
+    frame = pd.DataFrame({"text": ["one two three", "four five", "six", "seven eight nine ten"], "article_id": "x",
+                          "sentence_index": [0, 1, 2, 3]})
+    out = classifier.with_context(frame, window=2, neighbour_words=3)
+    assert out["prev"].tolist() == ["", "one two three", "three four five", "four five six"]
+    assert out["next"].tolist() == ["four five six", "six seven eight", "seven eight nine", ""]
+    assert out["text"].tolist() == frame["text"].tolist()  # the target itself is never cut
+    whole = classifier.with_context(frame, window=2)
+    assert whole["prev"].tolist()[2] == "one two three four five"
+
+
 def continuation_accuracy(model_dir, frame) -> float:
     proba = classifier.load(model_dir).predict_proba(frame)
     predicted = np.array(classifier.predictions_frame(classifier.load(model_dir).labels, proba)["label"])
@@ -256,8 +267,8 @@ def logged_context_model(context_file, tmp_path_factory):
 
 def test_pyfunc_reads_rows_of_one_article_as_context(logged_context_model):
     model = mlflow.pyfunc.load_model(logged_context_model["model_uri"])
-    assert model.metadata.metadata["context"] == {"window": 1, "title": True, "quotes": False, "quote_spans": True,
-                                                  "voice": True}
+    assert model.metadata.metadata["context"] == {"window": 1, "neighbour_words": 0, "title": True, "quotes": False,
+                                                  "quote_spans": True, "voice": True}
     cont = "We are looking at every option."
     quote = pd.DataFrame({"text": [INTRO["attributed_quote"][0], cont], "article_id": ["q", "q"],
                           "sentence_index": [0, 1], "title": ["Minister speaks"] * 2})

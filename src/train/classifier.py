@@ -65,14 +65,22 @@ def _clean(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
+def _nearest(text: str, words: int) -> str:
+    """The first `words` words of `text`, the last ``-words`` where negative, all of it where 0."""
+    if not words:
+        return text
+    kept = text.split()
+    return " ".join(kept[:words] if words > 0 else kept[words:])
+
+
 def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = False,
-                 quote_spans: bool = False, voice: bool = False) -> pd.DataFrame:
+                 quote_spans: bool = False, voice: bool = False, neighbour_words: int = 0) -> pd.DataFrame:
     """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`, `span`,
     `voice`.
 
     Rows that share an `article_id` are one article, ordered by `sentence_index` (else by input order), and are
     each other's context; a row without an `article_id` stands alone.  `prev`/`next` join up to `window`
-    neighbours; `title` is the row's title when asked for and given; `quoted` is ``"quoted"`` where `quotes` is
+    neighbours, cut to the `neighbour_words` words nearest the target where that is not 0; `title` is the row's title when asked for and given; `quoted` is ``"quoted"`` where `quotes` is
     asked for and the sentence starts inside a quotation that an earlier sentence opened (:func:`quoted_starts`),
     else empty: a token, so that the baseline reads it as one more TF-IDF block.  `span` is the row number of the
     first sentence of the quotation a row continues where `quote_spans` is asked for, else the row's own number
@@ -92,8 +100,8 @@ def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = Fa
         for rows in groups.values():
             rows.sort(key=lambda i: (pd.isna(order[i]), order[i] if not pd.isna(order[i]) else 0, i))
             for k, i in enumerate(rows):
-                prev[i] = " ".join(texts[j] for j in rows[max(0, k - window):k])
-                nxt[i] = " ".join(texts[j] for j in rows[k + 1:k + 1 + window])
+                prev[i] = _nearest(" ".join(texts[j] for j in rows[max(0, k - window):k]), -neighbour_words)
+                nxt[i] = _nearest(" ".join(texts[j] for j in rows[k + 1:k + 1 + window]), neighbour_words)
             if quotes or quote_spans or voice:
                 for k, inside in enumerate(quoted_starts([texts[i] for i in rows])):
                     starts[rows[k]] = inside

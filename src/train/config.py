@@ -50,6 +50,8 @@ class ContextConfig(Strict):
     """What of its article a sentence is read with: the same at train, evaluate, tag and serve time."""
 
     window: int = Field(0, ge=0, le=8, description="sentences before and after the target (0: the sentence alone)")
+    neighbour_words: int = Field(0, ge=0, description="words of the neighbours kept on each side, those nearest "
+                                 "the target (0: whole sentences): shorter inputs train and tag faster")
     title: bool = Field(False, description="give the article title when the input has one")
     title_dropout: float = Field(0.0, ge=0, le=1, description="share of train articles shown without their title")
     quotes: bool = Field(False, description="mark a sentence that starts inside a quotation an earlier one opened")
@@ -57,7 +59,8 @@ class ContextConfig(Strict):
 
     def for_model(self) -> dict:
         """What the logged model keeps (meta.json) so that every caller reads articles the same way."""
-        return {"window": self.window, "title": self.title, "quotes": self.quotes, "quote_spans": self.quote_spans}
+        return {"window": self.window, "neighbour_words": self.neighbour_words, "title": self.title,
+                "quotes": self.quotes, "quote_spans": self.quote_spans}
 
 
 ModelConfig = kinds.model_section()

@@ -101,8 +101,8 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     cfg = config(path, "context.window=1", "context.title=true", "context.title_dropout=0")
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
-    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "title": False, "quotes": False,
-                                                               "quote_spans": True, "voice": True}
+    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "neighbour_words": 0, "title": False,
+                                                               "quotes": False, "quote_spans": True, "voice": True}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
 

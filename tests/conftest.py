@@ -122,13 +122,14 @@ def last_json(stdout: str) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> Path:
-    """The shipped baseline config pointed at the tiny set, C raised so the model can overfit it."""
+    """The shipped baseline config pointed at the tiny set, C raised and every n-gram kept (the default drops those of
+    fewer than three sentences) so the model can overfit it."""
     d = tmp_path_factory.mktemp("cfg")
     cfg = d / "tiny-baseline.yaml"
     cfg.write_text(
         f"extends: {ROOT / 'configs' / 'baseline.yaml'}\n"
         f"data: {{path: {TINY}}}\n"
-        "model: {kind: baseline, C: 100.0}\n"
+        "model: {kind: baseline, C: 100.0, min_df: 1}\n"
         "eval: {bootstrap: 50}\n"
         "tracking: {registered_model: newstag-test, alias: champion, experiment: tests}\n"
     )

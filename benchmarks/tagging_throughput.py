@@ -3,7 +3,9 @@
 Transformer: ``newstag tag`` on a dump of real-news dev/test articles, a fresh process per runtime (imports and
 model load included), against the naive reference measured in the same run: ``transformers.pipeline`` called once
 per sentence, its model already loaded, on exactly the inputs (sentence, and context if the model reads it) that
-``newstag tag`` read.  Labels and probabilities are compared with the torch fp32 runtime's; batch invariance is the
+``newstag tag`` read; for a model that reads articles in chunks (``context.chunk_tokens``), which no per-sentence
+call can give, each sentence with its title and `window` neighbours as the pair a one-sentence model reads, scored
+from the mean of every token.  Labels and probabilities are compared with the torch fp32 runtime's; batch invariance is the
 largest probability change when each article of the dump is tagged in a model call of its own (``--batch-size 1``).
 Baseline: ``newstag tag`` on generated dumps (benchmarks/dump_throughput.py): sentences/s and segmentation share.
 Usage: python benchmarks/tagging_throughput.py --transformer URI [URI ...] [--baseline URI] [--articles 400]
@@ -77,7 +79,11 @@ def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
             self.inner = clf.model
 
         def forward(self, input_ids=None, attention_mask=None, **_):
-            return SequenceClassifierOutput(logits=self.inner(input_ids, attention_mask)["logits"])
+            logits = self.inner(input_ids, attention_mask)["logits"]
+            if logits.dim() == 3:  # a chunked model's logits are each token's: the input's mean
+                mask = attention_mask[..., None].to(logits.dtype)
+                logits = (logits * mask).sum(1) / mask.sum(1)
+            return SequenceClassifierOutput(logits=logits)
 
     from transformers import AutoTokenizer
 
@@ -86,7 +92,7 @@ def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
                     truncation="longest_first", max_length=clf.max_length)
     inputs = pd.DataFrame({"text": rows["text"].map(model_text), "article_id": rows["article_id"],
                            "sentence_index": rows["sentence_index"], "title": rows["article_id"].map(titles)})
-    texts, pairs = encoder_inputs(with_context(inputs, **clf.context), tokenizer.sep_token,
+    texts, pairs = encoder_inputs(with_context(inputs, **{**clf.context, "chunk_tokens": 0}), tokenizer.sep_token,
                                   bool(clf.context.get("window") or clf.context.get("title")))
     calls = [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)] if pairs else texts
     return pipe, calls, clf.labels, torch.get_num_threads()

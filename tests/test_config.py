@@ -121,3 +121,19 @@ def test_seeds_train_children_under_a_parent_that_logs_mean_and_std(tiny_config)
     assert parent.data.metrics["dev/macro_f1"] == pytest.approx(values.mean())
     assert parent.data.metrics["dev/macro_f1_std"] == pytest.approx(values.std(ddof=1))
     assert out["dev/macro_f1"] == pytest.approx(round(values.mean(), 4))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["context.chunk_tokens=256"], "context.chunk_tokens: only transformer models read articles in chunks"),
+    (["context.chunk_tokens=32"], "context: .*chunk_tokens: 32 leaves no room for sentences"),
+])
+def test_chunk_tokens_are_refused_where_they_cannot_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(ROOT / "configs/baseline.yaml", overrides)
+    if "=256" not in overrides[0]:
+        return
+    cfg = load_config(ROOT / "configs/transformer.yaml", overrides)
+    assert cfg.context.for_model()["chunk_tokens"] == 256
+    assert "chunk_tokens" not in load_config(ROOT / "configs/transformer.yaml").context.for_model()
+    with pytest.raises(ConfigError, match="neighbour_words cuts the neighbours of a one-sentence input"):
+        load_config(ROOT / "configs/transformer.yaml", [*overrides, "context.neighbour_words=10"])

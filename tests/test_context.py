@@ -349,3 +349,121 @@ def test_tag_carries_the_quote_state_from_sentence_to_sentence(tmp_path):
     run_cli("tag", dump, "-o", out, "--model", uri, "--format", "jsonl", check=True)
     rows = {(r["article_id"], r["text"]): r["label"] for r in map(json.loads, out.read_text().splitlines())}
     assert rows[("q", cont)] == "attributed_quote" and rows[("p", cont)] == "claim"
+
+
+def _chunk_bert(path):
+    return build_tiny_bert(path, TEXTS + [r["text"] for r in context_rows()] + ["minister speaks", "company memo leaked"])
+
+
+def test_article_chunks_read_each_sentence_once_with_its_title_and_neighbours(tmp_path):
+    """Chunks: the title, then consecutive sentences of one article in `sentence_index` order, each owned by exactly
+    one chunk with all its tokens; at a chunk's edges, the tokens of the neighbours nearest its targets."""
+    tokenizer, _ = classifier.encoder_tokenizer(_chunk_bert(tmp_path / "bert"), 32)
+    frame = pd.DataFrame(context_rows(6)[::-1])  # reversed: sentence_index must decide
+    frame.loc[0, "article_id"] = None  # a loose row: a chunk of its own
+    framed = classifier.with_context(frame, window=1, title=True, chunk_tokens=26)
+    chunks = classifier.article_chunks(framed, tokenizer, 26, 1, 32)
+    cls, sep = tokenizer.encode("").ids
+
+    def own(row):
+        return tokenizer.encode(frame.loc[row, "text"], add_special_tokens=False).ids
+
+    def article(row):
+        rows = frame.index[frame["article_id"] == frame.loc[row, "article_id"]]
+        return [row] if pd.isna(frame.loc[row, "article_id"]) else sorted(rows, key=lambda r: frame.loc[r, "sentence_index"])
+
+    owned, split = {}, 0
+    for ids, owners in chunks:
+        targets = list(dict.fromkeys(o for o in owners if o >= 0))
+        head = [cls, *tokenizer.encode(frame.loc[targets[0], "title"], add_special_tokens=False).ids, sep]
+        assert len(ids) == len(owners) <= 26 and ids[:len(head)] == head and ids[-1] == sep
+        rows = article(targets[0])
+        first, last = rows.index(targets[0]), rows.index(targets[-1])
+        assert rows[first:last + 1] == targets  # consecutive, in reading order
+        for r in targets:
+            assert r not in owned
+            owned[r] = [t for t, o in zip(ids, owners) if o == r]
+        begin, end = owners.index(targets[0]), len(owners) - owners[::-1].index(targets[-1])
+        left, right = ids[len(head):begin], ids[end:-1]
+        assert (left == own(rows[first - 1])[-len(left):] and left) if first else not left
+        assert (right == own(rows[last + 1])[:len(right)] and right) if last + 1 < len(rows) else not right
+        split += 0 < first or last + 1 < len(rows)
+    assert sorted(owned) == list(range(len(frame))) and all(owned[r] == own(r) for r in owned)
+    assert split and len(chunks) < len(frame)
+    assert [o for o in chunks[[0 in c[1] for c in chunks].index(True)][1] if o >= 0] == [0] * len(own(0))
+
+
+def test_chunked_transformer_scores_each_sentence_from_its_own_tokens(context_file, tmp_path):
+    """A model that reads articles in chunks (context.chunk_tokens): what inference computes from every token's
+    logits is what training computes from each sentence's mean hidden state; the scores do not depend on which
+    articles share a call or on row order; context changes them; ONNX agrees; a loose row stands alone."""
+    import torch
+
+    from train import transformer
+
+    cfg = load_config(ROOT / "configs/transformer.yaml", [
+        f"data.path={context_file}", f"model.name_or_path={_chunk_bert(tmp_path / 'bert')}", "model.epochs=2",
+        "model.batch_size=2", "model.learning_rate=1e-3", "model.freeze_layers=0", "model.max_length=32",
+        "context.window=1", "context.title=true", "context.chunk_tokens=64", "eval.bootstrap=0"])
+    clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
+    frame = pd.DataFrame(context_rows()[:12])
+    framed = classifier.with_context(frame, **clf.context)
+    ids, owners = clf.encode(framed)
+    assert len(ids) < len(frame)  # articles, not sentences, are the inputs
+    logits = clf.logits(frame)
+    for chunk, rows in zip(ids, owners):
+        targets = list(dict.fromkeys(r for r in rows if r >= 0))
+        spans = torch.tensor([[targets.index(r) if r >= 0 else -1 for r in rows]])
+        with torch.no_grad():
+            trained = clf.model(torch.tensor([chunk]), torch.ones(1, len(chunk), dtype=torch.long), spans)["logits"]
+        np.testing.assert_allclose(trained[0].numpy(), logits[targets], atol=1e-5)
+    together = clf.predict_proba(frame)
+    apart = np.vstack([clf.predict_proba(frame[frame["article_id"] == a]) for a in frame["article_id"].unique()])
+    np.testing.assert_allclose(together, apart, atol=1e-6)
+    shuffled = clf.predict_proba(frame.iloc[::-1])
+    np.testing.assert_allclose(shuffled[::-1], together, atol=1e-6)
+    moved = frame.copy()
+    moved.loc[0, "text"] = INTRO["official_response"][0]
+    assert np.abs(clf.predict_proba(moved)[1] - together[1]).max() > 1e-3
+    onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(frame)
+    np.testing.assert_allclose(onnx, together, atol=1e-4)
+    cont = CONTINUATIONS[0]
+    loose = clf.predict_proba(pd.DataFrame({"text": [cont, INTRO["attributed_quote"][0], cont],
+                                            "article_id": [None, "q", "q"], "sentence_index": [0, 0, 1]}))
+    np.testing.assert_allclose(loose[0], clf.predict_proba(pd.DataFrame({"text": [cont]}))[0], atol=1e-6)
+    assert np.abs(loose[0] - loose[2]).max() > 1e-3
+
+
+def test_tag_and_evaluate_read_articles_in_chunks(context_file, tmp_path):
+    """A chunked model through the console script: `newstag tag` gives each sentence of a dump what the logged model
+    gives the same sentences as rows of their articles, and `newstag evaluate` scores a file the same way."""
+    from infer.segment import model_text
+
+    cfg = tmp_path / "chunks.yaml"
+    cfg.write_text(f"extends: {ROOT / 'configs/transformer.yaml'}\ndata: {{path: {context_file}}}\n"
+                   f"model: {{name_or_path: {_chunk_bert(tmp_path / 'bert')}, epochs: 2, batch_size: 2, "
+                   "learning_rate: 1.0e-3, freeze_layers: 0, max_length: 32, export_onnx: false}\n"
+                   "context: {chunk_tokens: 64}\neval: {bootstrap: 0}\n"
+                   "tracking: {registered_model: null, experiment: tests-chunks}\n")
+    uri = last_json(run_cli("train", "-c", cfg, check=True).stdout)["model_uri"]
+    test = [r for r in context_rows() if r["split"] == "test"]
+    articles = {}
+    for r in test:
+        articles.setdefault(r["article_id"], {"id": r["article_id"], "title": r["title"], "text": []})["text"].append(r["text"])
+    dump, out = tmp_path / "dump.jsonl", tmp_path / "tags.jsonl"
+    dump.write_text("".join(json.dumps({**a, "text": " ".join(a["text"])}) + "\n" for a in articles.values()))
+    run_cli("tag", dump, "-o", out, "--model", uri, "--format", "jsonl", "--batch-size", "4", check=True)
+    rows = pd.DataFrame(map(json.loads, out.read_text().splitlines()))
+    assert rows["text"].tolist() == [r["text"] for r in test]
+    model = mlflow.pyfunc.load_model(uri)
+    expected = model.predict(pd.DataFrame({"text": rows["text"].map(model_text), "article_id": rows["article_id"],
+                                           "sentence_index": rows["sentence_index"],
+                                           "title": rows["article_id"].map(lambda a: articles[a]["title"])}))
+    probs = [c for c in expected.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(rows[probs].to_numpy(float), expected[probs].to_numpy(float), atol=1e-6)
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in test[::-1]))  # reversed: sentence_index must decide
+    result = last_json(run_cli("evaluate", "--model", uri, "--data", data, "--json", "--bootstrap", "0",
+                               check=True).stdout)
+    assert result["n"] == len(test)
+    assert result["accuracy"] == pytest.approx((expected["label"] == [r["label"] for r in test]).mean())

@@ -388,6 +388,33 @@ def test_packed_calls_score_what_one_length_batches_score(mpnet_model_dir, runti
     assert np.abs(packed - classifier.load(mpnet_model_dir, runtime="torch").predict_proba(TEXTS)).max() > 1e-7
 
 
+@pytest.mark.parametrize("runtime", ["torch-bf16", "torch-int8"])
+def test_packed_calls_score_article_chunks_as_one_chunk_calls_do(mpnet_model_dir, runtime, tmp_path, monkeypatch):
+    """A model that reads articles in chunks (context.chunk_tokens) through the reduced runtimes' packed MPNet: each
+    sentence's scores are those of calls of one chunk length, and of its article alone, wherever the calls are cut."""
+    import shutil
+
+    from train import classifier
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(mpnet_model_dir, model_dir)
+    meta = classifier.read_meta(model_dir)
+    classifier.write_meta(model_dir, {**meta, "context": {**meta["context"], "chunk_tokens": 80}})
+    frame = pd.DataFrame({"text": TEXTS, "article_id": [f"a{i // 5}" for i in range(len(TEXTS))],
+                          "sentence_index": [i % 5 for i in range(len(TEXTS))], "title": "The river burst its banks"})
+    clf = classifier.load(model_dir, runtime=runtime)  # (no unknown word: the tiny vocabulary's [UNK] is MPNet's pad)
+    ids, _ = clf.encode(classifier.with_context(frame, **clf.context))
+    assert clf.packed and len(ids) < len(frame) and len({len(i) for i in ids}) > 3
+    packed = clf.predict_proba(frame)
+    alone = np.vstack([clf.predict_proba(frame[frame["article_id"] == a]) for a in frame["article_id"].unique()])
+    monkeypatch.setattr(classifier, "PACKED_ROWS", 30)  # a chunk or two a call
+    cut = clf.predict_proba(frame.iloc[::-1])[::-1]
+    clf.packed, clf._last = False, None
+    for name, other in (("alone", alone), ("cut", cut), ("unpacked", clf.predict_proba(frame))):
+        np.testing.assert_allclose(other, packed, rtol=0, atol=1e-6, err_msg=name)
+    assert np.abs(packed - classifier.load(model_dir, runtime="torch").predict_proba(frame)).max() < 0.05
+
+
 def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_transformer, tmp_path, monkeypatch):
     """`auto` gives exactly what the runtime it stands for gives: torch-bf16 with native bf16, else ONNX fp32, else
     (a model without a graph) torch."""

@@ -73,45 +73,57 @@ def _nearest(text: str, words: int) -> str:
     return " ".join(kept[:words] if words > 0 else kept[words:])
 
 
-def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = False,
-                 quote_spans: bool = False, voice: bool = False, neighbour_words: int = 0) -> pd.DataFrame:
-    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`, `span`,
-    `voice`.
+def article_rows(frame: pd.DataFrame) -> list[list[int]]:
+    """Row numbers of each article in reading order, articles in the order of their first row.  Rows that share an
+    `article_id` are one article, ordered by `sentence_index` (else by input order); a row without one stands alone."""
+    n = len(frame)
+    if "article_id" not in frame.columns:
+        return [[i] for i in range(n)]
+    ids = [_clean(a) for a in frame["article_id"].tolist()]
+    order = frame["sentence_index"].tolist() if "sentence_index" in frame.columns else [None] * n
+    groups: dict[str, list[int]] = {}
+    for i, aid in enumerate(ids):
+        groups.setdefault(aid or f"\0{i}", []).append(i)  # "\0": no article id a file can hold
+    for rows in groups.values():
+        rows.sort(key=lambda i: (pd.isna(order[i]), order[i] if not pd.isna(order[i]) else 0, i))
+    return list(groups.values())
 
-    Rows that share an `article_id` are one article, ordered by `sentence_index` (else by input order), and are
-    each other's context; a row without an `article_id` stands alone.  `prev`/`next` join up to `window`
-    neighbours, cut to the `neighbour_words` words nearest the target where that is not 0; `title` is the row's title when asked for and given; `quoted` is ``"quoted"`` where `quotes` is
-    asked for and the sentence starts inside a quotation that an earlier sentence opened (:func:`quoted_starts`),
-    else empty: a token, so that the baseline reads it as one more TF-IDF block.  `span` is the row number of the
-    first sentence of the quotation a row continues where `quote_spans` is asked for, else the row's own number
-    (:func:`pool_quote_spans`).  `voice` is the text outside quotation marks where asked for (:func:`own_voice`).
+
+def with_context(inputs, window: int = 0, title: bool = False, quotes: bool = False, quote_spans: bool = False,
+                 voice: bool = False, neighbour_words: int = 0, chunk_tokens: int = 0) -> pd.DataFrame:
+    """The model's input, one row per input row in input order: `text`, `prev`, `next`, `title`, `quoted`, `span`,
+    `voice`, `article`, `position`.
+
+    Articles are :func:`article_rows`: a row's article number and its place in it are `article` and `position`.
+    `prev`/`next` join up to `window` neighbours, cut to the `neighbour_words` words nearest the target where that is
+    not 0, and stay empty with `chunk_tokens` (the chunks carry the neighbours, :func:`article_chunks`); `title` is
+    the row's title when asked for and given; `quoted` is ``"quoted"`` where `quotes` is asked for and the sentence
+    starts inside a quotation that an earlier sentence opened (:func:`quoted_starts`), else empty: a token, so that
+    the baseline reads it as one more TF-IDF block.  `span` is the row number of the first sentence of the quotation
+    a row continues where `quote_spans` is asked for, else the row's own number (:func:`pool_quote_spans`).  `voice`
+    is the text outside quotation marks where asked for (:func:`own_voice`).
     """
     frame = as_frame(inputs)
     texts = [_clean(t) for t in frame["text"].tolist()]
     n = len(texts)
     prev, nxt, starts, span = [""] * n, [""] * n, [False] * n, list(range(n))
-    if (window or quotes or quote_spans or voice) and "article_id" in frame.columns:
-        ids = [_clean(a) for a in frame["article_id"].tolist()]
-        order = frame["sentence_index"].tolist() if "sentence_index" in frame.columns else [None] * n
-        groups: dict[str, list[int]] = {}
-        for i, aid in enumerate(ids):
-            if aid:
-                groups.setdefault(aid, []).append(i)
-        for rows in groups.values():
-            rows.sort(key=lambda i: (pd.isna(order[i]), order[i] if not pd.isna(order[i]) else 0, i))
-            for k, i in enumerate(rows):
+    article, position = [0] * n, [0] * n
+    for number, rows in enumerate(article_rows(frame)):
+        for k, i in enumerate(rows):
+            article[i], position[i] = number, k
+            if window and not chunk_tokens:
                 prev[i] = _nearest(" ".join(texts[j] for j in rows[max(0, k - window):k]), -neighbour_words)
                 nxt[i] = _nearest(" ".join(texts[j] for j in rows[k + 1:k + 1 + window]), neighbour_words)
-            if quotes or quote_spans or voice:
-                for k, inside in enumerate(quoted_starts([texts[i] for i in rows])):
-                    starts[rows[k]] = inside
-                    if inside and quote_spans:  # never the article's first sentence, so rows[k - 1] exists
-                        span[rows[k]] = span[rows[k - 1]]
+        if (quotes or quote_spans or voice) and len(rows) > 1:
+            for k, inside in enumerate(quoted_starts([texts[i] for i in rows])):
+                starts[rows[k]] = inside
+                if inside and quote_spans:  # never the article's first sentence, so rows[k - 1] exists
+                    span[rows[k]] = span[rows[k - 1]]
     titles = [_clean(t) for t in frame["title"].tolist()] if title and "title" in frame.columns else [""] * n
     quoted = [QUOTED if quotes and inside else "" for inside in starts]
     own = [own_voice(t, inside) for t, inside in zip(texts, starts)] if voice else [""] * n
     return pd.DataFrame({"text": texts, "prev": prev, "next": nxt, "title": titles, "quoted": quoted, "span": span,
-                         "voice": own})
+                         "voice": own, "article": article, "position": position})
 
 
 def pool_quote_spans(proba: np.ndarray, span) -> np.ndarray:
@@ -360,10 +372,15 @@ class BaselineClassifier:
 
 
 def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 0.1,
-                       sep_token_id: int | None = None):
+                       sep_token_id: int | None = None, chunked: bool = False):
     """Encoder + pooling + linear head, as a torch module.  Pooling: ``cls`` (the first token), ``mean`` (every
     token the attention mask keeps) or ``target`` (the mean over the target sentence, the first segment through its
-    separator `sep_token_id`: its context shapes it through attention, not as a share of the average)."""
+    separator `sep_token_id`: its context shapes it through attention, not as a share of the average).
+
+    `chunked` (inputs of :func:`article_chunks`): given `spans` (batch, tokens: the chunk's sentence number of each
+    token, -1 for none), the logits (batch, sentences, labels) of each sentence's mean token; without them, every
+    token's logits (batch, tokens, labels), whose mean over a sentence's tokens is that sentence's logits (the head is
+    affine): so every runtime, ONNX included, runs a plain graph and the sentences are pooled outside it."""
     import torch
 
     class EncoderClassifier(torch.nn.Module):
@@ -374,15 +391,21 @@ def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 
             self.sep_token_id = sep_token_id
             self.dropout = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+            self.chunked = chunked
 
-        def forward(self, input_ids, attention_mask, labels=None):
+        def forward(self, input_ids, attention_mask, spans=None, labels=None):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return {"logits": self.head(self.dropout(self.pool(hidden, input_ids, attention_mask)))}
+            if self.chunked and spans is None:
+                return {"logits": self.head(hidden)}
+            pooled = span_means(hidden, spans) if self.chunked else self.pool(hidden, input_ids, attention_mask)
+            return {"logits": self.head(self.dropout(pooled))}
 
         def forward_packed(self, groups):
             """Logits of unpadded groups of one length each, in order, through the encoder's packed pass
             (:func:`mpnet_encoder`): scored as `forward` scores each group alone."""
             hidden = self.encoder.forward_packed(groups)
+            if self.chunked:  # every token's logits, as `forward` gives them without spans
+                return self.head(hidden)
             pooled = [self.pool(rows.view(*ids.shape, -1), ids, torch.ones_like(ids))
                       for (rows, _), ids in zip(group_rows(hidden, [g.shape for g in groups]), groups)]
             return self.head(torch.cat(pooled))
@@ -401,6 +424,15 @@ def encoder_classifier(encoder, num_labels: int, pooling: str, dropout: float = 
     return EncoderClassifier()
 
 
+def span_means(hidden, spans):
+    """(batch, sentences, size): the mean hidden state of each chunk's sentences (`spans`: each token's sentence
+    number in its chunk, -1 for none); a chunk with fewer sentences than the batch's most gets zeros for the rest."""
+    import torch
+
+    onehot = (spans[..., None] == torch.arange(int(spans.max()) + 1, device=spans.device)).to(hidden.dtype)
+    return torch.einsum("bts,bth->bsh", onehot, hidden) / onehot.sum(1)[..., None].clamp(min=1)
+
+
 def load_encoder_classifier(model_dir: Path, meta: dict, plain: bool = False):
     """The logged classifier; `plain`: an MPNet encoder as :func:`mpnet_encoder` builds it, not transformers'."""
     from safetensors.torch import load_file
@@ -414,7 +446,8 @@ def load_encoder_classifier(model_dir: Path, meta: dict, plain: bool = False):
 
         hf_logging.disable_progress_bar()  # a loading bar per model load drowns the tagger's own progress
         encoder = AutoModel.from_pretrained(model_dir / "encoder", local_files_only=True)
-    model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"], sep_token_id=meta.get("sep_token_id"))
+    model = encoder_classifier(encoder, len(meta["labels"]), meta["pooling"], sep_token_id=meta.get("sep_token_id"),
+                               chunked=bool((meta.get("context") or {}).get("chunk_tokens")))
     model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
     return model.eval()
 
@@ -777,11 +810,16 @@ class TransformerClassifier:
                 options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(str(model_dir / name), options, providers=["CPUExecutionProvider"])
 
-    def encode(self, frame: pd.DataFrame) -> list[list[int]]:
-        """Token ids of exactly what the model reads (:func:`encoder_inputs` of a :func:`with_context` frame),
-        special tokens included."""
+    def encode(self, frame: pd.DataFrame) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids of exactly what the model reads (special tokens included) and, for a chunked model, each
+        token's row (:func:`article_chunks`), of a :func:`with_context` frame; else one input a row
+        (:func:`encoder_inputs`) and None."""
+        chunk_tokens = self.context.get("chunk_tokens")
+        if chunk_tokens:
+            chunks = article_chunks(frame, self.tokenizer, chunk_tokens, self.context.get("window", 0), self.max_length)
+            return [ids for ids, _ in chunks], [rows for _, rows in chunks]
         texts, pairs = encoder_inputs(frame, self.sep, bool(self.context.get("window") or self.context.get("title")))
-        return [e.ids for e in self.tokenizer.encode_batch(list(zip(texts, pairs)) if pairs else texts)]
+        return [e.ids for e in self.tokenizer.encode_batch(list(zip(texts, pairs)) if pairs else texts)], None
 
     def logits(self, inputs) -> np.ndarray:
         """Each sentence's own logits (before temperature and quotation pooling: what the temperature is fitted on)."""
@@ -789,32 +827,55 @@ class TransformerClassifier:
 
     def _logits(self, frame: pd.DataFrame) -> np.ndarray:
         """Remembers the last input set's logits: training scores dev for the temperature, then for the report."""
-        ids = self.encode(frame)
-        key = hashlib.blake2b(repr(ids).encode(), digest_size=16).digest()
+        ids, owners = self.encode(frame)
+        key = hashlib.blake2b(repr((ids, owners)).encode(), digest_size=16).digest()
         if self._last is not None and self._last[0] == key:
             return self._last[1].copy()
-        out = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        out = np.zeros((len(frame), len(self.labels)), dtype=np.float32)
+        if owners is None:
+            for idx, logits in self._run(ids):
+                out[idx] = logits
+        else:  # each sentence: the mean of its tokens' logits (the head is affine, see encoder_classifier)
+            rows, values = [np.zeros(0, dtype=np.int64)], [np.zeros((0, len(self.labels)))]
+            for idx, logits in self._run(ids):
+                for chunk, tokens in zip(idx, logits):
+                    owner = np.asarray(owners[chunk])
+                    rows.append(owner[owner >= 0])
+                    values.append(tokens[owner >= 0].astype(np.float64))
+            rows = np.concatenate(rows)
+            sums = np.zeros(out.shape)
+            np.add.at(sums, rows, np.concatenate(values))
+            out[:] = sums / np.bincount(rows, minlength=len(out)).clip(min=1)[:, None]
+        self._last = (key, out.copy())
+        return out
+
+    def _run(self, ids: list[list[int]]):
+        """(input numbers, their logits) for every model call over all `ids`; a chunked model's logits are each
+        token's, (inputs, tokens, labels)."""
         lengths = [len(i) for i in ids]
         if self.packed:
             import torch
 
             for groups in packed_batches(lengths, PACKED_ROWS):
                 with torch.inference_mode():
-                    logits = self.model.forward_packed([torch.tensor([ids[i] for i in g]) for g in groups])
-                out[np.concatenate(groups)] = logits.numpy()
-        else:
-            for idx in length_batches(lengths, self.batch_size):
-                batch = np.array([ids[i] for i in idx], dtype=np.int64)
-                mask = np.ones_like(batch)
-                if self.runtime.startswith("torch"):
-                    import torch
+                    logits = self.model.forward_packed([torch.tensor([ids[i] for i in g]) for g in groups]).numpy()
+                if not self.model.chunked:
+                    yield np.concatenate(groups), logits
+                    continue
+                for (rows, (count, length)), group in zip(group_rows(logits, [(len(g), lengths[g[0]]) for g in groups]),
+                                                          groups):
+                    yield group, rows.reshape(count, length, -1)
+            return
+        for idx in length_batches(lengths, self.batch_size):
+            batch = np.array([ids[i] for i in idx], dtype=np.int64)
+            mask = np.ones_like(batch)
+            if self.runtime.startswith("torch"):
+                import torch
 
-                    with torch.inference_mode():
-                        out[idx] = self.model(torch.from_numpy(batch), torch.from_numpy(mask))["logits"].numpy()
-                else:
-                    out[idx] = self.session.run(["logits"], {"input_ids": batch, "attention_mask": mask})[0]
-        self._last = (key, out.copy())
-        return out
+                with torch.inference_mode():
+                    yield idx, self.model(torch.from_numpy(batch), torch.from_numpy(mask))["logits"].numpy()
+            else:
+                yield idx, self.session.run(["logits"], {"input_ids": batch, "attention_mask": mask})[0]
 
     def predict_proba(self, inputs) -> np.ndarray:
         frame = with_context(inputs, **self.context)
@@ -857,19 +918,74 @@ class EnsembleClassifier:
         return pool_quote_spans(self.combine(self.member_log_proba(inputs)), frame["span"])
 
 
+def encoder_texts(frame: pd.DataFrame) -> list[str]:
+    """The sentences as the encoder reads them.  A sentence that continues an open quotation gets the opening mark it
+    lacks: it then reads as the quoted sentences that the encoder has seen in quotation marks."""
+    return [f'"{t}' if q and _quote_marks(t[:1]) != [(0, True)] else t for t, q in zip(frame["text"], frame["quoted"])]
+
+
 def encoder_inputs(frame: pd.DataFrame, sep: str, contextual: bool) -> tuple[list[str], list[str] | None]:
     """The target sentence as the first segment and its context (title | previous | next) as the second.
 
     The slots keep their place when empty, so the encoder can tell what comes before the target from what
     follows it; a model without context (window 0, no title) reads single sentences.
     """
-    # A sentence that continues an open quotation gets the opening mark it lacks: it then reads as the quoted
-    # sentences that the encoder has seen in quotation marks.
-    texts = [f'"{t}' if q and _quote_marks(t[:1]) != [(0, True)] else t for t, q in zip(frame["text"], frame["quoted"])]
+    texts = encoder_texts(frame)
     if not contextual:
         return texts, None
     pairs = [f"{t} {sep} {p} {sep} {n}".strip() for t, p, n in zip(frame["title"], frame["prev"], frame["next"])]
     return texts, pairs
+
+
+TITLE_TOKENS = 32  # of a chunk's title, at most (real titles run ~15)
+
+
+def article_chunks(frame: pd.DataFrame, tokenizer, limit: int, window: int, sentence_tokens: int):
+    """Each article of a :func:`with_context` frame read as few inputs of at most `limit` tokens: (ids, rows) pairs,
+    `rows` naming for each token the frame row whose sentence it belongs to (-1: title, context, special tokens).
+
+    A chunk is the tokenizer's pair template around the title and consecutive target sentences: ``<s> title </s></s>
+    s_i ... s_j </s>`` (``<s> s_i ... s_j </s>`` without a title).  Every sentence then reads its neighbours for about
+    a third of the tokens a (target, title + neighbours) pair costs.  So that the sentences at a chunk's edges read as
+    much as the window-`window` pair gives them, the `window` sentences before the first target and after the last
+    come along as context, at most half of `sentence_tokens` tokens a side (those nearest the targets); a sentence
+    reads at most `sentence_tokens` tokens of its own.  `tokenizer` is a `tokenizers.Tokenizer` without padding.
+    """
+    single, pair = tokenizer.encode("").ids, tokenizer.encode("", "").ids
+    start, middle, end = single[:1], pair[1:-1], single[-1:]
+    texts = encoder_texts(frame)
+    # an empty sentence still owns a token, so that it gets scores
+    tokens = [e.ids[:sentence_tokens] or end for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    edge = sentence_tokens // 2
+    order = np.lexsort((frame["position"].to_numpy(), frame["article"].to_numpy()))
+    cuts = np.flatnonzero(np.diff(frame["article"].to_numpy()[order])) + 1
+    chunks = []
+    for rows in np.split(order, cuts) if len(order) else []:
+        title = frame["title"].iat[rows[0]]
+        head = [*start, *tokenizer.encode(title, add_special_tokens=False).ids[:TITLE_TOKENS], *middle] if title \
+            else list(start)
+        room = limit - len(head) - len(end)
+
+        def before(k):
+            return [t for j in rows[max(0, k - window):k] for t in tokens[j]][-edge:] if window else []
+
+        def after(k):
+            return [t for j in rows[k:k + window] for t in tokens[j]][:edge]
+
+        k = 0
+        while k < len(rows):
+            left, first, right = before(k), tokens[rows[k]][:room], after(k + 1)
+            spare = room - len(first)
+            kept = min(len(left), max(spare - len(right), spare // 2))  # what does not fit is cut, nearest kept
+            body, owner = [*left[len(left) - kept:], *first], [-1] * kept + [int(rows[k])] * len(first)
+            k += 1
+            while k < len(rows) and len(body) + len(tokens[rows[k]]) + len(after(k + 1)) <= room:
+                body += tokens[rows[k]]
+                owner += [int(rows[k])] * len(tokens[rows[k]])
+                k += 1
+            right = after(k)[:room - len(body)]
+            chunks.append(([*head, *body, *right, *end], [-1] * len(head) + owner + [-1] * (len(right) + len(end))))
+    return chunks
 
 
 # The registry of model kinds is train/kinds.py; this file may not import it (MLflow loads it alone, see the

@@ -56,11 +56,25 @@ class ContextConfig(Strict):
     title_dropout: float = Field(0.0, ge=0, le=1, description="share of train articles shown without their title")
     quotes: bool = Field(False, description="mark a sentence that starts inside a quotation an earlier one opened")
     quote_spans: bool = Field(False, description="label the sentences of one multi-sentence quotation together")
+    chunk_tokens: int = Field(0, ge=0, le=4096, description="transformer: read each article in inputs of up to this "
+                              "many tokens (title + consecutive sentences, `window` more at each edge), each sentence "
+                              "scored from its own tokens; 0: one input a sentence (target, title + neighbours)")
+
+    @model_validator(mode="after")
+    def _chunks(self) -> ContextConfig:
+        if self.chunk_tokens and self.chunk_tokens < 64:
+            raise ValueError(f"chunk_tokens: {self.chunk_tokens} leaves no room for sentences; use 0 or at least 64")
+        if self.chunk_tokens and self.neighbour_words:
+            raise ValueError("neighbour_words cuts the neighbours of a one-sentence input; chunks "
+                             "(chunk_tokens) read them whole: set one of the two to 0")
+        return self
 
     def for_model(self) -> dict:
-        """What the logged model keeps (meta.json) so that every caller reads articles the same way."""
+        """What the logged model keeps (meta.json) so that every caller reads articles the same way (`chunk_tokens`
+        only where set: a model without it reads one input a sentence)."""
         return {"window": self.window, "neighbour_words": self.neighbour_words, "title": self.title,
-                "quotes": self.quotes, "quote_spans": self.quote_spans}
+                "quotes": self.quotes, "quote_spans": self.quote_spans,
+                **({"chunk_tokens": self.chunk_tokens} if self.chunk_tokens else {})}
 
 
 ModelConfig = kinds.model_section()
@@ -87,6 +101,13 @@ class Config(Strict):
     model: ModelConfig
     tracking: TrackingConfig = TrackingConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _chunks_need_an_encoder(self) -> Config:
+        if self.context.chunk_tokens and self.model.kind != "transformer":
+            raise ValueError(f"context.chunk_tokens: only transformer models read articles in chunks, not "
+                             f"{self.model.kind}; use 0")
+        return self
 
     @model_validator(mode="after")
     def _labels_unique(self) -> Config:

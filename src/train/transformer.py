@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback,
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
@@ -114,7 +115,11 @@ class WeightedTrainer(Trainer):
         labels = inputs.pop("labels")
         sample = inputs.pop("weight", None)
         outputs = model(**inputs)
-        logits = outputs["logits"]
+        # chunks: (chunks, sentences) labels padded with -100 where a chunk has fewer sentences than the batch's most
+        keep = labels.reshape(-1) >= 0
+        logits = outputs["logits"].reshape(-1, outputs["logits"].shape[-1])[keep]
+        labels = labels.reshape(-1)[keep]
+        sample = None if sample is None else sample.reshape(-1)[keep]
         weight = torch.ones_like(labels, dtype=logits.dtype)
         if self.class_weights is not None:
             weight = weight * self.class_weights.to(logits.device)[labels]
@@ -172,16 +177,52 @@ def _quiet():
             logging.disable(logging.NOTSET)
 
 
+def chunk_collator(pad_token_id: int):
+    """Pads a batch of chunks (:func:`_encode`): ids with the pad token, the mask and `spans` with 0 / -1, and the
+    per-sentence `labels` and `weight` with -100 / 0, which the loss leaves out."""
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "spans": -1, "labels": -100, "weight": 0.0}
+
+    def collate(features):
+        batch = {}
+        for key in features[0]:
+            width = max(len(f[key]) for f in features)
+            batch[key] = torch.tensor([list(f[key]) + [fill[key]] * (width - len(f[key])) for f in features])
+        return batch
+
+    return collate
+
+
 def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int, weights=None):
-    """Token ids of exactly what the logged model will read (classifier.encoder_inputs), plus labels/weights."""
+    """Token ids of exactly what the logged model will read (classifier.encoder_inputs, or with chunk_tokens the
+    article chunks, classifier.article_chunks), plus labels/weights: for chunks, each chunk's sentences' in order,
+    and each token's sentence number in its chunk (`spans`, -1 for none)."""
     from datasets import Dataset
 
+    weights = None if weights is None else [float(w) for w in weights]
+    if context.get("chunk_tokens"):
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # as classifier.encoder_tokenizer has it
+        backend.no_padding()
+        backend.enable_truncation(max_length)
+        columns = {"input_ids": [], "attention_mask": [], "spans": [], "labels": []}
+        columns.update({"weight": []} if weights is not None else {})
+        framed = classifier.with_context(frame, **context)
+        for ids, owners in classifier.article_chunks(framed, backend, context["chunk_tokens"], context["window"],
+                                                     max_length):
+            rows = list(dict.fromkeys(r for r in owners if r >= 0))
+            number = {r: k for k, r in enumerate(rows)}
+            columns["input_ids"].append(ids)
+            columns["attention_mask"].append([1] * len(ids))
+            columns["spans"].append([number.get(r, -1) for r in owners])
+            columns["labels"].append([labels[r] for r in rows])
+            if weights is not None:
+                columns["weight"].append([weights[r] for r in rows])
+        return Dataset.from_dict(columns)
     texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, **context), tokenizer.sep_token or "|",
                                              bool(context["window"] or context["title"]))
     enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length, return_token_type_ids=False)
     columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     if weights is not None:
-        columns["weight"] = [float(w) for w in weights]
+        columns["weight"] = weights
     return Dataset.from_dict(columns)
 
 
@@ -220,9 +261,18 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     if params.pooling == "target" and tokenizer.sep_token_id is None:
         raise ConfigError(f"model.pooling: target ends the sentence at the tokenizer's separator token, and "
                           f"{params.name_or_path!r} has none; use mean")
+    chunked = bool(context.get("chunk_tokens"))
+    if chunked and params.pooling != "mean":
+        raise ConfigError(f"model.pooling: chunks (context.chunk_tokens) score each sentence from the mean of its own "
+                          f"tokens; use mean, not {params.pooling}")
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if chunked and positions and context["chunk_tokens"] > positions - 2:
+        raise ConfigError(f"context.chunk_tokens: {params.name_or_path!r} reads at most {positions - 2} tokens an "
+                          f"input, not {context['chunk_tokens']}")
     torch.manual_seed(cfg.seed)
     model = classifier.encoder_classifier(encoder, len(labels), params.pooling,
-                                          0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id)
+                                          0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
+                                          chunked=chunked)
     freeze_lower(model.encoder, params.freeze_layers)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])
@@ -236,8 +286,9 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     def compute_metrics(prediction):
         """Logits to probabilities; the scoring is the shared evaluator's.  Per sentence: the Trainer does not keep
         the dev set's row order, so quotation pooling (which the final dev and test scores include) is left out."""
-        proba = classifier.softmax(prediction.predictions.astype(np.float64))
-        return evaluator.primary([labels[i] for i in prediction.label_ids], proba)
+        logits = prediction.predictions.astype(np.float64).reshape(-1, len(labels))
+        ids = np.asarray(prediction.label_ids).reshape(-1)  # chunks: padded with -100 (chunk_collator)
+        return evaluator.primary([labels[i] for i in ids[ids >= 0]], classifier.softmax(logits[ids >= 0]))
 
     precision = params.train_precision
     if precision == "auto":
@@ -276,7 +327,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
             eval_dataset=dev_set,
-            data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics, callbacks=callbacks,
+            data_collator=chunk_collator(tokenizer.pad_token_id) if chunked else DataCollatorWithPadding(tokenizer),
+            compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line
         trainer.train()

@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer
 from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback,
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from train import classifier, metrics, pretrained, progress
+from train import chunking, classifier, metrics, pretrained, progress
 from train.config import Config, ConfigError
 from train.data import Splits
 
@@ -177,46 +176,14 @@ def _quiet():
             logging.disable(logging.NOTSET)
 
 
-def chunk_collator(pad_token_id: int):
-    """Pads a batch of chunks (:func:`_encode`): ids with the pad token, the mask and `spans` with 0 / -1, and the
-    per-sentence `labels` and `weight` with -100 / 0, which the loss leaves out."""
-    fill = {"input_ids": pad_token_id, "attention_mask": 0, "spans": -1, "labels": -100, "weight": 0.0}
-
-    def collate(features):
-        batch = {}
-        for key in features[0]:
-            width = max(len(f[key]) for f in features)
-            batch[key] = torch.tensor([list(f[key]) + [fill[key]] * (width - len(f[key])) for f in features])
-        return batch
-
-    return collate
-
-
 def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int, weights=None):
     """Token ids of exactly what the logged model will read (classifier.encoder_inputs, or with chunk_tokens the
-    article chunks, classifier.article_chunks), plus labels/weights: for chunks, each chunk's sentences' in order,
-    and each token's sentence number in its chunk (`spans`, -1 for none)."""
+    article chunks: train/chunking.py), plus labels/weights."""
     from datasets import Dataset
 
     weights = None if weights is None else [float(w) for w in weights]
     if context.get("chunk_tokens"):
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # as classifier.encoder_tokenizer has it
-        backend.no_padding()
-        backend.enable_truncation(max_length)
-        columns = {"input_ids": [], "attention_mask": [], "spans": [], "labels": []}
-        columns.update({"weight": []} if weights is not None else {})
-        framed = classifier.with_context(frame, **context)
-        for ids, owners in classifier.article_chunks(framed, backend, context["chunk_tokens"], context["window"],
-                                                     max_length):
-            rows = list(dict.fromkeys(r for r in owners if r >= 0))
-            number = {r: k for k, r in enumerate(rows)}
-            columns["input_ids"].append(ids)
-            columns["attention_mask"].append([1] * len(ids))
-            columns["spans"].append([number.get(r, -1) for r in owners])
-            columns["labels"].append([labels[r] for r in rows])
-            if weights is not None:
-                columns["weight"].append([weights[r] for r in rows])
-        return Dataset.from_dict(columns)
+        return Dataset.from_dict(chunking.chunk_columns(tokenizer, frame, labels, context, max_length, weights))
     texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, **context), tokenizer.sep_token or "|",
                                              bool(context["window"] or context["title"]))
     enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length, return_token_type_ids=False)
@@ -327,7 +294,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             train_dataset=_encode(tokenizer, splits.train, y_train.tolist(), context, params.max_length,
                                   splits.train["weight"]),
             eval_dataset=dev_set,
-            data_collator=chunk_collator(tokenizer.pad_token_id) if chunked else DataCollatorWithPadding(tokenizer),
+            data_collator=chunking.collator(tokenizer.pad_token_id) if chunked else DataCollatorWithPadding(tokenizer),
             compute_metrics=compute_metrics, callbacks=callbacks,
         )
         trainer.remove_callback(PrinterCallback)  # stdout is reserved for the final JSON line

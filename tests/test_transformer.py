@@ -375,7 +375,8 @@ def test_packed_calls_score_what_one_length_batches_score(mpnet_model_dir, runti
     from train import classifier
 
     clf = classifier.load(mpnet_model_dir, runtime=runtime)
-    assert clf.packed and len({len(ids) for ids in clf.encode(classifier.with_context(TEXTS, **clf.context))}) > 3
+    ids, owners = clf.encode(classifier.with_context(TEXTS, **clf.context))
+    assert clf.packed and owners is None and len({len(i) for i in ids}) > 3
     packed = clf.predict_proba(TEXTS)
     alone = np.vstack([clf.predict_proba([t]) for t in TEXTS])
     monkeypatch.setattr(classifier, "PACKED_ROWS", 20)  # calls of a sentence or two, length groups split

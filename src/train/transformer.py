@@ -254,7 +254,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         """Logits to probabilities; the scoring is the shared evaluator's.  Per sentence: the Trainer does not keep
         the dev set's row order, so quotation pooling (which the final dev and test scores include) is left out."""
         logits = prediction.predictions.astype(np.float64).reshape(-1, len(labels))
-        ids = np.asarray(prediction.label_ids).reshape(-1)  # chunks: padded with -100 (chunk_collator)
+        ids = np.asarray(prediction.label_ids).reshape(-1)  # chunks: padded with -100 (chunking.collator)
         return evaluator.primary([labels[i] for i in ids[ids >= 0]], classifier.softmax(logits[ids >= 0]))
 
     precision = params.train_precision

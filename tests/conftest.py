@@ -116,6 +116,12 @@ def run_cli(*args, cwd=None, env=None, check=False, timeout=600) -> subprocess.C
     return proc
 
 
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """`rows` as a JSON-lines file at `path`."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
@@ -123,13 +129,14 @@ def last_json(stdout: str) -> dict:
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> Path:
     """The shipped baseline config pointed at the tiny set, C raised and every n-gram kept (the default drops those of
-    fewer than three sentences) so the model can overfit it."""
+    fewer than three sentences) so the model can overfit it; one stage, as a second one learns from out-of-fold
+    scores, which 24 sentences cannot make exact (tests/test_stacking.py covers it)."""
     d = tmp_path_factory.mktemp("cfg")
     cfg = d / "tiny-baseline.yaml"
     cfg.write_text(
         f"extends: {ROOT / 'configs' / 'baseline.yaml'}\n"
         f"data: {{path: {TINY}}}\n"
-        "model: {kind: baseline, C: 100.0, min_df: 1}\n"
+        "model: {kind: baseline, C: 100.0, min_df: 1, stack_window: 0, tune_offsets: false}\n"
         "eval: {bootstrap: 50}\n"
         "tracking: {registered_model: newstag-test, alias: champion, experiment: tests}\n"
     )

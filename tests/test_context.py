@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, TEXTS, last_json, run_cli
+from conftest import ROOT, TEXTS, last_json, run_cli, write_rows
 from tiny_transformer import build_tiny_bert
 
 from train import baseline, classifier
@@ -42,9 +42,7 @@ def context_rows(n_articles: int = 40) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def context_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ctx") / "context.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in context_rows()))
-    return path
+    return write_rows(tmp_path_factory.mktemp("ctx") / "context.jsonl", context_rows())
 
 
 def config(path, *overrides):

@@ -43,7 +43,8 @@ def build(params: BaselineModel, seed: int, context: dict | None = None) -> Pipe
     if context.get("voice"):
         columns.append(("voice", TfidfVectorizer(ngram_range=params.word_ngrams, lowercase=True, **common), "voice"))
         weights["voice"] = params.voice_weight
-    features = ColumnTransformer(columns, transformer_weights=weights or None)
+    # Sparse whatever the density: scikit-learn's default turns a dense enough matrix (a small fold) into an array.
+    features = ColumnTransformer(columns, transformer_weights=weights or None, sparse_threshold=1.0)
     linear = NBLogisticRegression if params.nb_scaling else LogisticRegression
     model = linear(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, random_state=seed)
     if params.calibrate:
@@ -105,21 +106,68 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     pipeline = build(cfg.model, cfg.seed, context).fit(inputs, splits.train["label"],
                                                            clf__sample_weight=splits.train["weight"].to_numpy())
     model_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": "baseline", "labels": list(cfg.labels), **save(pipeline, model_dir), "context": context,
+    stack = fit_stack(cfg, context, inputs, splits) if cfg.model.stack_window else {}
+    meta = {"kind": "baseline", "labels": list(cfg.labels), **save(pipeline, model_dir, stack), "context": context,
             "config": cfg.model_dump(mode="json")}
+    if stack:
+        meta["stack_window"] = cfg.model.stack_window
     classifier.write_meta(model_dir, meta)
     clf = classifier.load(model_dir)
+    dev = classifier.with_context(splits.dev, **context)
     if cfg.model.temperature_scaling:
-        fitted = metrics.temperature_on_dev(clf.scores(classifier.with_context(splits.dev, **context)),
-                                            splits.dev["label"].tolist(), cfg.labels)
+        fitted = metrics.temperature_on_dev(clf.scores(dev), splits.dev["label"].tolist(), cfg.labels)
         meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
         if log_step is not None:
             log_step(fitted)
-        classifier.write_meta(model_dir, meta)
+    if cfg.model.tune_offsets:
+        offsets = metrics.macro_f1_offsets(np.log(clf.sentence_proba(dev)), splits.dev["label"].tolist(), cfg.labels,
+                                           lambda proba: classifier.pool_quote_spans(proba, dev["span"]))
+        meta["offsets"] = offsets.tolist()
+        clf.offsets = offsets
+        if log_step is not None:
+            log_step({f"calibration/offset_{label}": float(v) for label, v in zip(cfg.labels, offsets)})
+    classifier.write_meta(model_dir, meta)
     return clf
 
 
-def save(pipeline: Pipeline, model_dir: Path) -> dict:
+ABSENT = -30.0  # the score of a label that a fitted model never saw
+
+
+def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, np.ndarray]:
+    """The second stage (``stack_window``): a multinomial regression on :func:`classifier.stack_features` of the
+    first stage's out-of-fold train scores (``stack_folds`` folds of articles, so that each score comes from a model
+    that never saw the sentence, as at tagging time), every train sentence weighted as in the first stage.  Returns
+    its arrays in label order, for ``baseline.npz``."""
+    labels, y = list(cfg.labels), splits.train["label"].to_numpy()
+    weight = splits.train["weight"].to_numpy()
+    folds = np.random.default_rng(cfg.seed).integers(0, cfg.model.stack_folds, inputs["article"].max() + 1)
+    fold = folds[inputs["article"].to_numpy()]
+    scores = np.zeros((len(inputs), len(labels)))
+    for k in range(cfg.model.stack_folds):
+        held_out, rest = fold == k, fold != k
+        if held_out.any():
+            pipeline = build(cfg.model, cfg.seed, context).fit(inputs[rest], y[rest], clf__sample_weight=weight[rest])
+            coef, intercept = label_rows(pipeline[-1], labels)
+            scores[held_out] = pipeline[:-1].transform(inputs[held_out]) @ coef.T + intercept
+    features = classifier.stack_features(inputs, classifier.log_softmax(scores), cfg.model.stack_window)
+    second = LogisticRegression(max_iter=3000, random_state=cfg.seed).fit(features, y, sample_weight=weight)
+    coef, intercept = label_rows(second, labels)
+    return {"stack.coef": coef, "stack.intercept": intercept}
+
+
+def label_rows(linear, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted linear model's coefficients and intercepts as one row a label, in label order: a binary model's
+    single row scores its second class against 0, and a label the model never saw (a fold of a tiny set) scores
+    ``ABSENT``."""
+    coef, intercept, seen = linear.coef_, linear.intercept_, list(linear.classes_)
+    if coef.shape[0] == 1 and len(seen) == 2:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    rows = [(coef[seen.index(label)], intercept[seen.index(label)]) if label in seen else
+            (np.zeros(coef.shape[1]), ABSENT) for label in labels]
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
+
+def save(pipeline: Pipeline, model_dir: Path, extra: dict[str, np.ndarray] | None = None) -> dict:
     """The fitted pipeline as plain files: ``baseline.json`` (each TF-IDF block's parameters, column, weight and
     terms in column order; the classifier's classes and calibration) and ``baseline.npz`` (idf, coefficients,
     intercepts, sigmoid calibrators).  Returns their names for meta.json.  Nothing to unpickle, and no skops: its
@@ -146,5 +194,5 @@ def save(pipeline: Pipeline, model_dir: Path) -> dict:
     spec = {"blocks": blocks, "classes": model.classes_.tolist(), "members": len(members),
             "calibration": "sigmoid" if calibrated else None}
     (model_dir / "baseline.json").write_text(json.dumps(spec), encoding="utf-8")
-    np.savez(model_dir / "baseline.npz", **arrays)
+    np.savez(model_dir / "baseline.npz", **arrays, **(extra or {}))
     return {"spec": "baseline.json", "weights": "baseline.npz"}

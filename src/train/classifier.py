@@ -194,6 +194,40 @@ def quoted_starts(texts: list[str]) -> list[bool]:
     return starts
 
 
+def stack_features(frame: pd.DataFrame, log_proba: np.ndarray, window: int) -> np.ndarray:
+    """The baseline's second stage input (``stack_window``), one row per sentence of a :func:`with_context` frame:
+    its first-stage log-probabilities; those of each sentence up to `window` before and after it in its article
+    (zeros, and a flag 0, where there is none); whether it is first, second, last or alone; whether it starts inside
+    a quotation and continues an earlier sentence's; the article's mean first-stage probabilities.  The neighbours'
+    labels tell what a lone sentence cannot: "The company denied it." after an allegation, or the inside pieces of a
+    quotation after the sentence that names its speaker."""
+    n, labels = log_proba.shape
+    article, position = frame["article"].to_numpy(), frame["position"].to_numpy()
+    order = np.lexsort((position, article))  # reading order: a neighbour is the next row of the same article
+    columns = [log_proba]
+    for offset in [d for d in range(-window, window + 1) if d]:
+        there = np.arange(n) + offset
+        ok = (there >= 0) & (there < n)
+        ok[ok] &= article[order[there[ok]]] == article[order[ok]]
+        values, present = np.zeros((n, labels)), np.zeros((n, 1))
+        values[order[ok]], present[order[ok]] = log_proba[order[there[ok]]], 1.0
+        columns += [values, present]
+    articles = article.max(initial=-1) + 1
+    size = np.bincount(article, minlength=articles)[article]
+    columns.append(np.column_stack([position == 0, position == 1, position == size - 1, size == 1,
+                                    frame["quoted"].str.len().to_numpy() > 0,
+                                    frame["span"].to_numpy() != np.arange(n)]).astype(np.float64))
+    mean = np.zeros((articles, labels))
+    np.add.at(mean, article, np.exp(log_proba))
+    columns.append(mean[article] / size[:, None])
+    return np.hstack(columns)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -276,6 +310,11 @@ class BaselineClassifier:
         self._words: dict[int, dict[str, np.ndarray]] = {}  # per char_wb vectorizer: word -> in-vocabulary columns
         self._per_block = self._block_coefficients()
         self.temperature = float(meta.get("temperature", 1.0))
+        self.offsets = np.asarray(meta.get("offsets", np.zeros(len(self.labels))), dtype=np.float64)
+        self.stack_window, self.stack = int(meta.get("stack_window", 0)), None
+        if self.stack_window:
+            with np.load(model_dir / meta["weights"], allow_pickle=False) as npz:
+                self.stack = npz["stack.coef"], npz["stack.intercept"]
 
     def _block_coefficients(self) -> list[np.ndarray] | None:
         """A linear model (one multinomial regression, or NB-LR's regression a label) scores a sentence as the sum
@@ -298,15 +337,25 @@ class BaselineClassifier:
 
     def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Each sentence's own probabilities (of a :func:`with_context` frame), before quotation pooling: the
-        softmax of the linear scores over the temperature (scikit-learn's predict_proba where it is 1)."""
+        softmax of the scores over the temperature plus the label offsets (scikit-learn's predict_proba where they
+        are 1 and 0)."""
         if frame.empty:
             return np.zeros((0, len(self.labels)))
         if not hasattr(self.estimator, "coef_"):  # sigmoid-calibrated
             return self.estimator.predict_proba(self.features(frame))[:, self._order]
-        return softmax(self.scores(frame) / self.temperature)
+        return softmax(self.scores(frame) / self.temperature + self.offsets)
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        """The linear scores in label order (of a :func:`with_context` frame), summed block by block."""
+        """The model's scores in label order (of a :func:`with_context` frame): the second stage's where there is one
+        (:func:`stack_features` of the first stage's), else the first stage's."""
+        first = self.linear_scores(frame)
+        if self.stack is None:
+            return first
+        coef, intercept = self.stack
+        return stack_features(frame, log_softmax(first), self.stack_window) @ coef.T + intercept
+
+    def linear_scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """The first stage's linear scores in label order, summed block by block."""
         if self._per_block is None:  # two labels, one row of coefficients: the log-odds of the second
             odds = self.estimator.decision_function(self.features(frame))
             return np.column_stack([np.zeros_like(odds), odds])[:, self._order]

@@ -88,12 +88,18 @@ class BaselineModel(Strict):
     context_weight: float = Field(0.5, gt=0, description="scale of the context features against the sentence's own")
     voice_weight: float = Field(1.0, ge=0, description="scale of a block of the words outside quotation marks "
                                 "(the article's own voice, where a hedge counts); 0 leaves it out")
+    stack_window: int = Field(0, ge=0, le=5, description="a second stage reads the first stage's scores of each "
+                              "sentence and of up to this many sentences before and after it in its article; 0: off")
+    stack_folds: int = Field(5, ge=2, le=20, description="article folds of train for the first stage's out-of-fold "
+                             "scores that the second stage learns from")
+    tune_offsets: bool = Field(False, description="per-label offsets on the log-probabilities, fitted on dev for "
+                               "macro-F1 (the dev scores then read optimistic; test does not)")
 
     @model_validator(mode="after")
     def _one_calibration(self) -> BaselineModel:
-        if self.calibrate and (self.nb_scaling or self.temperature_scaling):
-            raise ValueError("calibrate: not with nb_scaling or temperature_scaling (it replaces the model's own "
-                             "scores); use temperature_scaling")
+        if self.calibrate and (self.nb_scaling or self.temperature_scaling or self.stack_window or self.tune_offsets):
+            raise ValueError("calibrate: not with nb_scaling, temperature_scaling, stack_window or tune_offsets (it "
+                             "replaces the model's own scores); use temperature_scaling")
         return self
 
 

@@ -1,0 +1,167 @@
+"""The baseline's second stage (``stack_window``) and dev-fitted label offsets (``tune_offsets``).
+
+The task below cannot be solved from the sentence alone: a continuation ("We are looking at every option.") takes
+the label of the sentence before it, a quote after a quote, a response after a response.  The second stage reads
+that from the previous sentence's first-stage label.
+"""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT, run_cli, write_rows
+
+from train import baseline, classifier, metrics
+from train.config import ConfigError, load_config
+from train.data import load_splits
+from train.run import train
+
+LEADS = {
+    "attributed_quote": ["Minister {} said the budget would pass before the summer.",
+                         "Mayor {} told reporters the bridge would reopen soon.",
+                         "Professor {} said the results surprised her team."],
+    "official_response": ["A spokesperson for {} declined to comment on the memo.",
+                          "{} said in a statement that it rejects the allegations.",
+                          "Lawyers for {} denied any wrongdoing in a written reply."],
+}
+NAMES = ["Ana Ruiz", "Tom Berg", "Lena Fox", "Omar Haddad", "Kim Sato", "Acme Corp", "the ministry", "Delta Air"]
+CONTINUATIONS = ["We are looking at every option.", "Nothing has been decided yet.", "We will say more next week."]
+FACTS = ["The river rose by two metres overnight.", "Ticket prices went up by ten percent in May.",
+         "The factory employs 400 people."]
+HEDGES = ["The memo is said to date from March.", "The deal was reportedly signed in secret.",
+          "The fire may have started in the kitchen, according to unconfirmed reports."]
+
+
+def stack_rows(n_articles: int = 60) -> list[dict]:
+    """Articles of a fact, a quote and a response (in either order), each followed by a continuation, and a hedge:
+    every article holds both labels, so only the sentence before a continuation tells its label."""
+    rows = []
+    for i in range(n_articles):
+        split = "test" if i >= n_articles - 12 else "dev" if i >= n_articles - 24 else "train"
+        blocks = ("attributed_quote", "official_response")[::1 if i % 2 else -1]
+        sentences = [(FACTS[i % 3], "claim")]
+        for b, label in enumerate(blocks):
+            lead = LEADS[label][(i // 2 + b) % 3].format(NAMES[(i + b) % len(NAMES)])
+            sentences += [(lead, label), (CONTINUATIONS[(i // 2 + b) % 3], label)]
+        sentences.append((HEDGES[i % 3], "unverified"))
+        rows += [{"text": t, "label": y, "article_id": f"s{i:02d}", "sentence_index": k, "split": split,
+                  "origin": "real"} for k, (t, y) in enumerate(sentences)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def stack_file(tmp_path_factory):
+    return write_rows(tmp_path_factory.mktemp("stack") / "stack.jsonl", stack_rows())
+
+
+def config(path, *overrides):
+    return load_config(ROOT / "configs/baseline.yaml", [f"data.path={path}", "model.C=100", "context.window=0",
+                                                        "context.title=false", "context.quotes=false", *overrides])
+
+
+def continuation_accuracy(model_dir, frame) -> float:
+    clf = classifier.load(model_dir)
+    predicted = classifier.predictions_frame(clf.labels, clf.predict_proba(frame))["label"].to_numpy()
+    mask = frame["sentence_index"].isin([2, 4]).to_numpy()
+    return float((predicted[mask] == frame["label"].to_numpy()[mask]).mean())
+
+
+def test_stack_features_put_each_neighbour_in_its_place_whatever_the_row_order():
+    frame = pd.DataFrame({"text": ["a2", "b0", "a0", "loose", "a1", "b1"], "article_id": ["a", "b", "a", None, "a", "b"],
+                          "sentence_index": [2, 0, 0, 9, 1, 1]})
+    inputs = classifier.with_context(frame, quotes=True, quote_spans=True)
+    log_proba = np.log(np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5], [0.6, 0.4]]))
+    x = classifier.stack_features(inputs, log_proba, window=1)
+    # own (2) | previous (2) + flag | next (2) + flag | first, second, last, alone, quoted, continues | mean (2)
+    assert x.shape == (6, 2 + 3 + 3 + 6 + 2)
+    np.testing.assert_array_equal(x[:, :2], log_proba)
+    prev, next_ = x[:, 2:5], x[:, 5:8]
+    np.testing.assert_array_equal(prev[0], [*log_proba[4], 1])  # a2 follows a1
+    np.testing.assert_array_equal(prev[4], [*log_proba[2], 1])  # a1 follows a0
+    np.testing.assert_array_equal(next_[1], [*log_proba[5], 1])  # b0 precedes b1
+    for row in (1, 2, 3):  # first sentences and the loose row: nothing before
+        np.testing.assert_array_equal(prev[row], [0, 0, 0])
+    for row in (0, 3, 5):  # last sentences: nothing after
+        np.testing.assert_array_equal(next_[row], [0, 0, 0])
+    flags = x[:, 8:14]
+    np.testing.assert_array_equal(flags[:, :4], [[0, 0, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 1, 1],
+                                                 [0, 1, 0, 0], [0, 1, 1, 0]])
+    np.testing.assert_allclose(x[0, 14:], np.mean([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5]], axis=0))
+    np.testing.assert_allclose(x[3, 14:], [0.4, 0.6])
+    # Two neighbours each side: a0 sees a2 as its second next sentence.
+    wide = classifier.stack_features(inputs, log_proba, window=2)
+    np.testing.assert_array_equal(wide[2, 2 + 3 * 3:2 + 3 * 4], [*log_proba[0], 1])
+
+
+def test_second_stage_reads_the_label_of_the_sentence_before(stack_file, tmp_path):
+    stacked = config(stack_file, "model.stack_window=1")
+    splits = load_splits(stacked)
+    baseline.fit(stacked, splits, tmp_path / "stacked")
+    alone = config(stack_file, "model.stack_window=0")
+    baseline.fit(alone, load_splits(alone), tmp_path / "alone")
+    assert continuation_accuracy(tmp_path / "stacked", splits.test) == 1.0
+    assert continuation_accuracy(tmp_path / "alone", splits.test) <= 0.75  # the words alone carry no cue
+
+
+@pytest.fixture(scope="module")
+def logged_stacked(stack_file, tmp_path_factory):
+    cfg = tmp_path_factory.mktemp("stackcfg") / "stack.yaml"
+    cfg.write_text(f"extends: {ROOT / 'configs/baseline.yaml'}\ndata: {{path: {stack_file}}}\n"
+                   "model: {kind: baseline, C: 100.0, stack_window: 2, tune_offsets: true}\n"
+                   "context: {window: 0, title: false, quotes: false}\n"
+                   "eval: {bootstrap: 0}\ntracking: {registered_model: null, experiment: tests-stack}\n")
+    return train(cfg)
+
+
+def test_logged_stacked_model_reloads_exactly_and_scores_each_article_alone(logged_stacked):
+    assert logged_stacked["test/macro_f1"] == 1.0
+    model = mlflow.pyfunc.load_model(logged_stacked["model_uri"])
+    test = pd.DataFrame([r for r in stack_rows() if r["split"] == "test"])[["text", "article_id", "sentence_index"]]
+    out = model.predict(test)
+    local = mlflow.artifacts.download_artifacts(logged_stacked["model_uri"])
+    direct = classifier.load(f"{local}/artifacts/model").predict_proba(test)
+    np.testing.assert_array_equal(out[[c for c in out.columns if c.startswith("prob_")]].to_numpy(), direct)
+    first, rest = test.iloc[:6], test.iloc[6:]
+    pd.testing.assert_frame_equal(out.iloc[:6], model.predict(first))  # batched with others == alone
+    shuffled = model.predict(rest.iloc[::-1].reset_index(drop=True))
+    pd.testing.assert_frame_equal(shuffled.iloc[::-1].reset_index(drop=True), out.iloc[6:].reset_index(drop=True))
+    logged = mlflow.get_run(logged_stacked["run_id"]).data.metrics
+    assert {f"calibration/offset_{label}" for label in ("claim", "unverified")} <= set(logged)
+
+
+def test_tag_reads_each_continuation_after_the_sentence_before_it(logged_stacked, tmp_path):
+    """`newstag tag` on whole articles: segmented, batched across articles, each continuation labelled as its lead."""
+    test = [r for r in stack_rows() if r["split"] == "test"]
+    articles = {}
+    for r in test:
+        articles.setdefault(r["article_id"], []).append(r["text"])
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"id": a, "text": " ".join(t)}) + "\n" for a, t in articles.items()))
+    out = tmp_path / "tags.jsonl"
+    run_cli("tag", dump, "-o", out, "--model", logged_stacked["model_uri"], "--format", "jsonl", "--batch-size", "7",
+            check=True)
+    tagged = {(r["article_id"], r["text"]): r["label"] for r in map(json.loads, out.read_text().splitlines())}
+    assert len(tagged) == len(test)
+    assert all(tagged[(r["article_id"], r["text"])] == r["label"] for r in test)
+
+
+def test_macro_f1_offsets_move_a_boundary_that_misses_a_rare_label():
+    labels = ("a", "b", "c")
+    gold = ["a"] * 50 + ["b"] * 40 + ["c"] * 10
+    proba = np.array([[0.7, 0.2, 0.1]] * 50 + [[0.2, 0.7, 0.1]] * 40 + [[0.45, 0.15, 0.4]] * 10)
+    before = metrics.point_scores(gold, proba, labels, "dev")["dev/macro_f1"]
+    offsets = metrics.macro_f1_offsets(np.log(proba), gold, labels)
+    after = metrics.point_scores(gold, classifier.softmax(np.log(proba) + offsets), labels, "dev")["dev/macro_f1"]
+    assert before < 0.7 and after == 1.0
+    assert offsets[2] - offsets[0] > np.log(0.45 / 0.4)  # c now beats a where it was second
+    # Nothing to gain: no offset moves.
+    perfect = np.array([[0.7, 0.2, 0.1]] * 50 + [[0.2, 0.7, 0.1]] * 40 + [[0.1, 0.2, 0.7]] * 10)
+    np.testing.assert_array_equal(metrics.macro_f1_offsets(np.log(perfect), gold, labels), np.zeros(3))
+
+
+def test_a_second_stage_is_refused_with_sigmoid_calibration():
+    with pytest.raises(ConfigError, match="stack_window"):
+        load_config(ROOT / "configs/baseline.yaml", ["model.stack_window=1", "model.calibrate=true",
+                                                      "model.nb_scaling=false", "model.temperature_scaling=false"])

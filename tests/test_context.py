@@ -46,7 +46,10 @@ def context_file(tmp_path_factory):
 
 
 def config(path, *overrides):
-    return load_config(ROOT / "configs/baseline.yaml", [f"data.path={path}", "model.C=100", *overrides])
+    """The shipped baseline on `path`, one stage: each test here isolates a first-stage feature, which the second
+    stage (tests/test_stacking.py) could stand in for by reading the neighbours' labels."""
+    return load_config(ROOT / "configs/baseline.yaml", [f"data.path={path}", "model.C=100", "model.stack_window=0",
+                                                        "model.tune_offsets=false", *overrides])
 
 
 def test_with_context_orders_by_sentence_index_and_keeps_loose_rows_alone():

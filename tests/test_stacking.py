@@ -131,6 +131,26 @@ def test_logged_stacked_model_reloads_exactly_and_scores_each_article_alone(logg
     assert {f"calibration/offset_{label}" for label in ("claim", "unverified")} <= set(logged)
 
 
+def test_the_offsets_a_model_holds_shift_its_log_probabilities(logged_stacked, tmp_path):
+    """Offsets are read from meta.json at load and added to every sentence's log-probabilities."""
+    import shutil
+
+    local = tmp_path / "model"
+    shutil.copytree(f"{mlflow.artifacts.download_artifacts(logged_stacked['model_uri'])}/artifacts/model", local)
+    meta = classifier.read_meta(local)
+    clf = classifier.load(local)
+    assert clf.offsets.tolist() == meta["offsets"] and clf.stack_window == 2
+    frame = classifier.with_context(pd.DataFrame(stack_rows()[:12]), **clf.context)
+    scores = clf.scores(frame)
+    classifier.write_meta(local, {**meta, "offsets": [0.5, -0.5, 0.0, 1.0]})
+    shifted = classifier.load(local).sentence_proba(frame)
+    np.testing.assert_allclose(shifted, classifier.softmax(scores / clf.temperature + [0.5, -0.5, 0.0, 1.0]),
+                               rtol=1e-12)
+    before = clf.sentence_proba(frame)  # the fitted offsets: the odds of label 4 over label 2 move by the difference
+    np.testing.assert_allclose(np.log(shifted[:, 3] / shifted[:, 1]) - np.log(before[:, 3] / before[:, 1]),
+                               1.5 - (clf.offsets[3] - clf.offsets[1]), rtol=1e-6)
+
+
 def test_tag_reads_each_continuation_after_the_sentence_before_it(logged_stacked, tmp_path):
     """`newstag tag` on whole articles: segmented, batched across articles, each continuation labelled as its lead."""
     test = [r for r in stack_rows() if r["split"] == "test"]

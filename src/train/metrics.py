@@ -76,8 +76,8 @@ def macro_f1_offsets(log_proba: np.ndarray, gold: list[str], labels: tuple[str, 
                      grid: np.ndarray = np.round(np.arange(-1.5, 1.51, 0.1), 2), rounds: int = 3) -> np.ndarray:
     """Per-label offsets on the log-probabilities that maximise dev macro-F1: a model trained for likelihood with
     balanced class weights does not put its decision boundaries where macro-F1 wants them.  Coordinate ascent over
-    `grid`, one label at a time, keeping the best value (ties: the one nearest 0).  `pool`
-    maps probabilities to the ones scored (quotation pooling), as the model's own decisions are made."""
+    `grid`, one label at a time, keeping the best value (ties: the one nearest 0).  `pool` maps probabilities to
+    the ones scored (quotation pooling), as the model's own decisions are made."""
     y = np.array([labels.index(g) for g in gold])
     pool = pool or (lambda proba: proba)
 

@@ -113,19 +113,21 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         meta["stack_window"] = cfg.model.stack_window
     classifier.write_meta(model_dir, meta)
     clf = classifier.load(model_dir)
-    dev = classifier.with_context(splits.dev, **context)
-    if cfg.model.temperature_scaling:
-        fitted = metrics.temperature_on_dev(clf.scores(dev), splits.dev["label"].tolist(), cfg.labels)
-        meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
+    if cfg.model.temperature_scaling or cfg.model.tune_offsets:
+        # One pass of the model over dev for both fits: the temperature, then the offsets on the tempered scores.
+        dev, gold = classifier.with_context(splits.dev, **context), splits.dev["label"].tolist()
+        scores, fitted = clf.scores(dev), {}
+        if cfg.model.temperature_scaling:
+            fitted = metrics.temperature_on_dev(scores, gold, cfg.labels)
+            meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
+        if cfg.model.tune_offsets:
+            offsets = metrics.macro_f1_offsets(classifier.log_softmax(scores / clf.temperature), gold, cfg.labels,
+                                               lambda proba: classifier.pool_quote_spans(proba, dev["span"]))
+            meta["offsets"] = offsets.tolist()
+            clf.offsets = offsets
+            fitted.update({f"calibration/offset_{label}": float(v) for label, v in zip(cfg.labels, offsets)})
         if log_step is not None:
             log_step(fitted)
-    if cfg.model.tune_offsets:
-        offsets = metrics.macro_f1_offsets(np.log(clf.sentence_proba(dev)), splits.dev["label"].tolist(), cfg.labels,
-                                           lambda proba: classifier.pool_quote_spans(proba, dev["span"]))
-        meta["offsets"] = offsets.tolist()
-        clf.offsets = offsets
-        if log_step is not None:
-            log_step({f"calibration/offset_{label}": float(v) for label, v in zip(cfg.labels, offsets)})
     classifier.write_meta(model_dir, meta)
     return clf
 

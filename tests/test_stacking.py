@@ -1,4 +1,5 @@
-"""The baseline's second stage (``stack_window``) and dev-fitted label offsets (``tune_offsets``).
+"""The second stage (``stack_window``: the baseline's from out-of-fold train scores, the transformer's fitted on
+dev) and the baseline's dev-fitted label offsets (``tune_offsets``).
 
 The task below cannot be solved from the sentence alone: a continuation ("We are looking at every option.") takes
 the label of the sentence before it, a quote after a quote, a response after a response.  The second stage reads
@@ -11,9 +12,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, run_cli, write_rows
+from conftest import ROOT, run_cli, tiny_transformer_config, write_rows
+from tiny_transformer import build_tiny_bert
 
-from train import baseline, classifier, metrics
+from train import baseline, classifier, metrics, stacking
 from train.config import ConfigError, load_config
 from train.data import load_splits
 from train.run import train
@@ -185,3 +187,74 @@ def test_a_second_stage_is_refused_with_sigmoid_calibration():
     with pytest.raises(ConfigError, match="stack_window"):
         load_config(ROOT / "configs/baseline.yaml", ["model.stack_window=1", "model.calibrate=true",
                                                       "model.nb_scaling=false", "model.temperature_scaling=false"])
+
+
+def test_dev_cross_fitted_scores_of_an_article_never_read_its_own_labels():
+    """Each dev article's reported scores come from a stage fitted on the other folds: relabelling one article
+    changes the stage fitted on all of dev, and not that article's cross-fitted scores."""
+    rng = np.random.default_rng(0)
+    frame = classifier.with_context(pd.DataFrame({"text": [f"s{i}" for i in range(200)],
+                                                  "article_id": [f"a{i // 5}" for i in range(200)],
+                                                  "sentence_index": [i % 5 for i in range(200)]}))
+    labels = ["a", "b", "c"]
+    gold = [labels[i] for i in rng.integers(0, 3, 200)]
+    log_proba = classifier.log_softmax(rng.normal(size=(200, 3)) + 2 * np.eye(3)[[labels.index(g) for g in gold]])
+    arrays, held_out = stacking.fit_on_dev(frame, log_proba, gold, labels, window=1, folds=5, seed=13)
+    relabelled = [("c" if g == "a" else "a") if i < 5 else g for i, g in enumerate(gold)]  # article a0
+    arrays2, held_out2 = stacking.fit_on_dev(frame, log_proba, relabelled, labels, window=1, folds=5, seed=13)
+    np.testing.assert_array_equal(held_out2[:5], held_out[:5])
+    assert not np.allclose(arrays2["stack.coef"], arrays["stack.coef"])
+    fold = stacking.article_folds(frame["article"], 5, 13)
+    others = fold != fold[0]
+    assert (held_out2[others] != held_out[others]).any()  # the other folds' stages did see a0
+    # A dev set of one label: no stage, the first stage's scores.
+    assert stacking.fit_on_dev(frame, log_proba, ["a"] * 200, labels, 1, 5, 13) == ({}, log_proba)
+
+
+@pytest.fixture(scope="module")
+def stacked_transformer(stack_file, tmp_path_factory):
+    """A tiny BERT that reads each sentence alone (window 0) with a second stage fitted on dev."""
+    d = tmp_path_factory.mktemp("tfstack")
+    bert = build_tiny_bert(d / "bert", [r["text"] for r in stack_rows()])
+    cfg = tiny_transformer_config(d / "tf.yaml", stack_file, bert,
+                                  "epochs: 8, batch_size: 8, learning_rate: 2.0e-3, export_onnx: false, "
+                                  "runtime: torch, stack_window: 1",
+                                  "context: {window: 0, title: false, quotes: false}\neval: {bootstrap: 0}\n"
+                                  "tracking: {registered_model: null, experiment: tests-tfstack}\n")
+    return train(cfg)
+
+
+def test_transformer_second_stage_fitted_on_dev_reads_the_sentence_before(stacked_transformer, tmp_path):
+    import shutil
+
+    local = tmp_path / "model"
+    shutil.copytree(f"{mlflow.artifacts.download_artifacts(stacked_transformer['model_uri'])}/artifacts/model", local)
+    test = pd.DataFrame([r for r in stack_rows() if r["split"] == "test"])
+    assert continuation_accuracy(local, test) == 1.0
+    meta = classifier.read_meta(local)
+    classifier.write_meta(local, {**meta, "stack_window": 0})  # the first stage alone cannot tell them
+    assert continuation_accuracy(local, test) <= 0.75
+    assert stacked_transformer["test/macro_f1"] == 1.0
+    # The run reports dev from cross-fitted stages: recomputed from the first stage's dev scores, it is the same.
+    cfg = load_config(mlflow.artifacts.download_artifacts(run_id=stacked_transformer["run_id"],
+                                                          artifact_path="config/resolved.yaml"))
+    dev, first_stage = load_splits(cfg).dev, classifier.load(local)
+    frame = classifier.with_context(dev, **first_stage.context)
+    log_proba = classifier.log_softmax(first_stage.logits(dev).astype(np.float64) / first_stage.temperature)
+    _, held_out = stacking.fit_on_dev(frame, log_proba, dev["label"].tolist(), list(cfg.labels), 1, 5, cfg.seed)
+    expected = metrics.point_scores(dev["label"].tolist(), classifier.pool_quote_spans(classifier.softmax(held_out),
+                                    frame["span"]), cfg.labels, "dev")
+    logged = mlflow.get_run(stacked_transformer["run_id"]).data.metrics
+    assert logged["dev/macro_f1"] == pytest.approx(expected["dev/macro_f1"], abs=1e-12)
+    assert logged["dev/ece"] == pytest.approx(expected["dev/ece"], abs=1e-9)  # in-sample probabilities differ
+    assert logged["calibration/stack_dev_macro_f1_first_stage"] < 0.9
+
+
+def test_logged_transformer_with_a_second_stage_scores_each_article_alone(stacked_transformer):
+    model = mlflow.pyfunc.load_model(stacked_transformer["model_uri"])
+    test = pd.DataFrame([r for r in stack_rows() if r["split"] == "test"])[["text", "article_id", "sentence_index"]]
+    out = model.predict(test)
+    pd.testing.assert_frame_equal(out.iloc[:6], model.predict(test.iloc[:6]))
+    shuffled = model.predict(test.iloc[6:].iloc[::-1].reset_index(drop=True))
+    pd.testing.assert_frame_equal(shuffled.iloc[::-1].reset_index(drop=True), out.iloc[6:].reset_index(drop=True),
+                                  rtol=1e-5)

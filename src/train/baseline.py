@@ -22,7 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from train import classifier, metrics
+from train import classifier, metrics, stacking
 from train.config import Config
 from train.data import Splits
 from train.kinds import BaselineModel
@@ -132,9 +132,6 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
     return clf
 
 
-ABSENT = -30.0  # the score of a label that a fitted model never saw
-
-
 def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, np.ndarray]:
     """The second stage (``stack_window``): a multinomial regression on :func:`classifier.stack_features` of the
     first stage's out-of-fold train scores (``stack_folds`` folds of articles, so that each score comes from a model
@@ -142,31 +139,16 @@ def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, n
     its arrays in label order, for ``baseline.npz``."""
     labels, y = list(cfg.labels), splits.train["label"].to_numpy()
     weight = splits.train["weight"].to_numpy()
-    folds = np.random.default_rng(cfg.seed).integers(0, cfg.model.stack_folds, inputs["article"].max() + 1)
-    fold = folds[inputs["article"].to_numpy()]
+    fold = stacking.article_folds(inputs["article"], cfg.model.stack_folds, cfg.seed)
     scores = np.zeros((len(inputs), len(labels)))
     for k in range(cfg.model.stack_folds):
         held_out, rest = fold == k, fold != k
         if held_out.any():
             pipeline = build(cfg.model, cfg.seed, context).fit(inputs[rest], y[rest], clf__sample_weight=weight[rest])
-            coef, intercept = label_rows(pipeline[-1], labels)
+            coef, intercept = stacking.label_rows(pipeline[-1], labels)
             scores[held_out] = pipeline[:-1].transform(inputs[held_out]) @ coef.T + intercept
     features = classifier.stack_features(inputs, classifier.log_softmax(scores), cfg.model.stack_window)
-    second = LogisticRegression(max_iter=3000, random_state=cfg.seed).fit(features, y, sample_weight=weight)
-    coef, intercept = label_rows(second, labels)
-    return {"stack.coef": coef, "stack.intercept": intercept}
-
-
-def label_rows(linear, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A fitted linear model's coefficients and intercepts as one row a label, in label order: a binary model's
-    single row scores its second class against 0, and a label the model never saw (a fold of a tiny set) scores
-    ``ABSENT``."""
-    coef, intercept, seen = linear.coef_, linear.intercept_, list(linear.classes_)
-    if coef.shape[0] == 1 and len(seen) == 2:
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    rows = [(coef[seen.index(label)], intercept[seen.index(label)]) if label in seen else
-            (np.zeros(coef.shape[1]), ABSENT) for label in labels]
-    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return stacking.fit(features, y, labels, cfg.seed, weight)
 
 
 def save(pipeline: Pipeline, model_dir: Path, extra: dict[str, np.ndarray] | None = None) -> dict:

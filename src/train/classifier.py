@@ -223,6 +223,22 @@ def stack_features(frame: pd.DataFrame, log_proba: np.ndarray, window: int) -> n
     return np.hstack(columns)
 
 
+def read_stack(path: Path, meta: dict) -> tuple[int, tuple[np.ndarray, np.ndarray] | None]:
+    """A model's second stage (meta ``stack_window``; its arrays ``stack.coef`` and ``stack.intercept`` in the npz
+    file at `path`) as (window, (coef, intercept)), or (0, None) for a model without one."""
+    window = int(meta.get("stack_window", 0))
+    if not window:
+        return 0, None
+    with np.load(path, allow_pickle=False) as npz:
+        return window, (npz["stack.coef"], npz["stack.intercept"])
+
+
+def second_stage(frame: pd.DataFrame, log_proba: np.ndarray, window: int, stack) -> np.ndarray:
+    """The second stage's scores, in label order, from the first stage's log-probabilities of a whole frame."""
+    coef, intercept = stack
+    return stack_features(frame, log_proba, window) @ coef.T + intercept
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -311,10 +327,7 @@ class BaselineClassifier:
         self._per_block = self._block_coefficients()
         self.temperature = float(meta.get("temperature", 1.0))
         self.offsets = np.asarray(meta.get("offsets", np.zeros(len(self.labels))), dtype=np.float64)
-        self.stack_window, self.stack = int(meta.get("stack_window", 0)), None
-        if self.stack_window:
-            with np.load(model_dir / meta["weights"], allow_pickle=False) as npz:
-                self.stack = npz["stack.coef"], npz["stack.intercept"]
+        self.stack_window, self.stack = read_stack(model_dir / meta["weights"], meta)
 
     def _block_coefficients(self) -> list[np.ndarray] | None:
         """A linear model (one multinomial regression, or NB-LR's regression a label) scores a sentence as the sum
@@ -349,10 +362,7 @@ class BaselineClassifier:
         """The model's scores in label order (of a :func:`with_context` frame): the second stage's where there is one
         (:func:`stack_features` of the first stage's), else the first stage's."""
         first = self.linear_scores(frame)
-        if self.stack is None:
-            return first
-        coef, intercept = self.stack
-        return stack_features(frame, log_softmax(first), self.stack_window) @ coef.T + intercept
+        return first if self.stack is None else second_stage(frame, log_softmax(first), self.stack_window, self.stack)
 
     def linear_scores(self, frame: pd.DataFrame) -> np.ndarray:
         """The first stage's linear scores in label order, summed block by block."""
@@ -832,6 +842,10 @@ class TransformerClassifier:
         self.max_length = int(meta["max_length"])
         self.batch_size = int(meta.get("batch_size", 64))
         self.temperature = float(meta.get("temperature", 1.0))
+        self.stack_window, self.stack = read_stack(model_dir / "stack.npz", meta)
+        # Set by training where the second stage was fitted on dev: dev's probabilities from stages fitted on the other
+        # article folds, which the run reports instead of the in-sample ones (a reloaded model scores dev in-sample).
+        self.cross_fitted: dict[str, np.ndarray] = {}
         self._last = None  # (digest of the token ids, their logits)
         self.runtime = resolve_runtime(runtime or meta.get("runtime", "torch"), model_dir)
         if self.runtime not in RUNTIMES:
@@ -931,8 +945,12 @@ class TransformerClassifier:
         return pool_quote_spans(self.sentence_proba(frame), frame["span"])
 
     def sentence_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Each sentence's own calibrated probabilities (of a :func:`with_context` frame), before quotation pooling."""
-        return softmax(self._logits(frame).astype(np.float64) / self.temperature)
+        """Each sentence's own calibrated probabilities (of a :func:`with_context` frame), before quotation pooling:
+        the second stage's where the model has one (fitted on dev)."""
+        logits = self._logits(frame).astype(np.float64) / self.temperature
+        if self.stack is None:
+            return softmax(logits)
+        return softmax(second_stage(frame, log_softmax(logits), self.stack_window, self.stack))
 
 
 class EnsembleClassifier:

@@ -135,6 +135,11 @@ class TransformerModel(Strict):
         "torch", description="inference runtime of the logged model (torch when there is no ONNX graph); auto: "
                              "torch-bf16 on CPUs with native bfloat16, else onnx, chosen where the model loads")
     temperature_scaling: bool = True
+    stack_window: int = Field(0, ge=0, le=5, description="a second stage, fitted on dev, reads the model's "
+                              "probabilities of each sentence and of up to this many sentences before and after it "
+                              "in its article; 0: off")
+    stack_folds: int = Field(5, ge=2, le=20, description="article folds of dev: the run reports each dev article's "
+                             "scores from a second stage fitted on the other folds")
     export_onnx: bool = Field(True, description="also ship ONNX fp32/int8 graphs (false, or a failed export: torch only)")
 
 

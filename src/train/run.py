@@ -51,10 +51,13 @@ def train(config_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
                      + (f", logged as {model_uri}" if model_uri else "")
                      + (f", registered as {cfg.tracking.registered_model} version {version}" if version else ""))
         evaluator, results = Evaluator(cfg.labels, cfg.eval.bootstrap, cfg.seed), {}
+        # A set that a stage of the model was fitted on is reported from its cross-fitted scores, not in-sample.
+        held_out = getattr(clf, "cross_fitted", {})
         for name, part in splits.evaluations():
             progress.say(f"scoring {name}: {len(part):,} sentences")
             # Intervals on test only: dev picks models, test reports them.
-            rep = evaluator.report(part, clf.predict_proba(part), name, intervals=name.endswith("test"))
+            proba = held_out[name] if name in held_out else clf.predict_proba(part)
+            rep = evaluator.report(part, proba, name, intervals=name.endswith("test"))
             evaluate.log_report(rep)
             results.update(rep.metrics)
     return {

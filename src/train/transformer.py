@@ -21,7 +21,7 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWith
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from train import chunking, classifier, metrics, pretrained, progress
+from train import chunking, classifier, metrics, pretrained, progress, stacking
 from train.config import Config, ConfigError
 from train.data import Splits
 
@@ -331,4 +331,28 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         if log_step is not None:
             log_step(fitted)
         classifier.write_meta(model_dir, meta)
+    if params.stack_window:
+        fit_stack(clf, cfg, splits, model_dir, meta, evaluator, log_step)
     return clf
+
+
+def fit_stack(clf, cfg: Config, splits: Splits, model_dir: Path, meta: dict, evaluator, log_step) -> None:
+    """The second stage on dev (``stack_window``; :func:`stacking.fit_on_dev`) over the tempered dev scores that
+    calibration has just computed (cached), saved as ``stack.npz``; `clf` keeps dev's cross-fitted probabilities
+    for the run's dev report."""
+    params, gold = cfg.model, splits.dev["label"].tolist()
+    dev = classifier.with_context(splits.dev, **clf.context)
+    first = classifier.log_softmax(clf.logits(splits.dev).astype(np.float64) / clf.temperature)
+    arrays, held_out = stacking.fit_on_dev(dev, first, gold, list(cfg.labels), params.stack_window,
+                                           params.stack_folds, cfg.seed)
+    if not arrays:
+        warnings.warn("model.stack_window: dev has a single label; no second stage", stacklevel=1)
+        return
+    np.savez(model_dir / "stack.npz", **arrays)
+    meta["stack_window"] = params.stack_window
+    classifier.write_meta(model_dir, meta)
+    clf.stack_window, clf.stack = params.stack_window, (arrays["stack.coef"], arrays["stack.intercept"])
+    clf.cross_fitted = {"dev": classifier.pool_quote_spans(classifier.softmax(held_out), dev["span"])}
+    if log_step is not None:  # the first stage's dev score, beside the run's dev/macro_f1 (the second stage's)
+        before = evaluator.primary(gold, classifier.pool_quote_spans(np.exp(first), dev["span"]))
+        log_step({"calibration/stack_dev_macro_f1_first_stage": before[metrics.PRIMARY_NAME]})

@@ -308,7 +308,8 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     bert = build_tiny_bert(tmp_path / "bert", TEXTS + [r["text"] for r in context_rows()] + ["minister speaks"])
     cfg = load_config(ROOT / "configs/transformer.yaml", [
         f"data.path={context_file}", f"model.name_or_path={bert}", "model.epochs=1", "model.batch_size=8",
-        "model.export_onnx=false", "model.freeze_layers=0", "context.window=1", "context.title=true", "model.max_length=64"])
+        "model.export_onnx=false", "model.freeze_layers=0", "model.stack_window=0", "context.window=1",
+        "context.title=true", "model.max_length=64"])
     clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     frame = pd.DataFrame(context_rows()[:6])
     together = clf.predict_proba(frame)
@@ -404,7 +405,8 @@ def test_chunked_transformer_scores_each_sentence_from_its_own_tokens(context_fi
 
     cfg = load_config(ROOT / "configs/transformer.yaml", [
         f"data.path={context_file}", f"model.name_or_path={_chunk_bert(tmp_path / 'bert')}", "model.epochs=2",
-        "model.batch_size=2", "model.learning_rate=1e-3", "model.freeze_layers=0", "model.max_length=32",
+        "model.batch_size=2", "model.learning_rate=1e-3", "model.freeze_layers=0", "model.stack_window=0",
+        "model.max_length=32",
         "context.window=1", "context.title=true", "context.chunk_tokens=64", "eval.bootstrap=0"])
     clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     frame = pd.DataFrame(context_rows()[:12])
@@ -443,7 +445,7 @@ def test_tag_and_evaluate_read_articles_in_chunks(context_file, tmp_path):
     cfg = tmp_path / "chunks.yaml"
     cfg.write_text(f"extends: {ROOT / 'configs/transformer.yaml'}\ndata: {{path: {context_file}}}\n"
                    f"model: {{name_or_path: {_chunk_bert(tmp_path / 'bert')}, epochs: 2, batch_size: 2, "
-                   "learning_rate: 1.0e-3, freeze_layers: 0, max_length: 32, export_onnx: false}\n"
+                   "learning_rate: 1.0e-3, freeze_layers: 0, stack_window: 0, max_length: 32, export_onnx: false}\n"
                    "context: {chunk_tokens: 64}\neval: {bootstrap: 0}\n"
                    "tracking: {registered_model: null, experiment: tests-chunks}\n")
     uri = last_json(run_cli("train", "-c", cfg, check=True).stdout)["model_uri"]

@@ -51,7 +51,7 @@ def main() -> None:
         rows.append((backend, precision, recall, 2 * precision * recall / (precision + recall), statistics.median(times)))
     fastest = min(r[4] for r in rows)
     print(f"{len(articles)} articles, {n_gold} gold sentences, median of {args.repeats} runs\n")
-    print(f"| segmenter | precision | recall | F1 | seconds | sentences/s | time vs fastest |")
+    print("| segmenter | precision | recall | F1 | seconds | sentences/s | time vs fastest |")
     print("|---|---|---|---|---|---|---|")
     for backend, p, r, f, t in sorted(rows, key=lambda row: -row[3]):
         print(f"| {backend} | {p:.4f} | {r:.4f} | {f:.4f} | {t:.2f} | {n_gold / t:,.0f} | {t / fastest:.1f}x |")

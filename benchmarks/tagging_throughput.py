@@ -32,8 +32,11 @@ from dump_throughput import run as tag_dump
 
 from infer.pool import cores
 from infer.segment import model_text
-from train.classifier import RUNTIMES, encoder_inputs, read_meta, resolve_runtime, with_context
-from train.classifier import load as load_classifier
+from newstag_model.context import with_context
+from newstag_model.encoding import encoder_inputs
+from newstag_model.load import load as load_classifier
+from newstag_model.runtime import RUNTIMES, resolve_runtime
+from newstag_model.schema import read_meta
 
 
 def real_dump(path: Path, data: str, n: int) -> None:

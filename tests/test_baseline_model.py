@@ -1,5 +1,6 @@
 """Overfit the tiny set, log, reload by models:/ URI, and require the very same probabilities."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from conftest import TINY
 
-from train.classifier import load
+from newstag_model.load import load
 from train.evaluate import proba_from_output
 
 
@@ -56,6 +57,28 @@ def test_reload_by_registry_uri_gives_identical_probabilities(trained):
     np.testing.assert_array_equal(proba_from_output(by_run)[1], direct)
 
 
+
+def test_the_logged_model_runs_the_code_it_carries(trained, tmp_path):
+    """A model carries its own copy of the newstag_model package (code_paths): a fresh process without the project's
+    src/ on its path loads it from the model alone and scores as the training process does."""
+    from conftest import ROOT
+
+    model = mlflow.artifacts.download_artifacts(trained["model_uri"], dst_path=str(tmp_path))
+    texts = pd.read_json(TINY, lines=True)["text"].tolist()
+    code = ("import json, os, sys\n"
+            f"sys.path = [p for p in sys.path if os.path.realpath(p) != {str((ROOT / 'src').resolve())!r}]\n"
+            "import mlflow, pandas as pd\n"
+            f"out = mlflow.pyfunc.load_model({model!r}).predict(pd.DataFrame({{'text': {texts!r}}}))\n"
+            "import newstag_model\n"
+            "print(json.dumps({'package': newstag_model.__file__, 'train': 'train' in sys.modules,\n"
+            "                  'p': out.filter(like='prob_').to_numpy().tolist()}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert os.path.realpath(out["package"]).startswith(os.path.realpath(model)) and out["train"] is False
+    expected = mlflow.pyfunc.load_model(trained["model_uri"]).predict(pd.DataFrame({"text": texts}))
+    np.testing.assert_array_equal(np.array(out["p"]), expected.filter(like="prob_").to_numpy())
+
 def test_label_order_and_output_columns(trained):
     out = mlflow.pyfunc.load_model(trained["model_uri"]).predict(pd.DataFrame({"text": ["A sentence."]}))
     assert list(out.columns) == ["label", "score", "prob_claim", "prob_attributed_quote", "prob_unverified",
@@ -75,8 +98,9 @@ def test_fast_features_equal_scikit_learns_exactly(tiny_config, tmp_path):
     """The baseline's own feature code (analysis shared and cached) gives scikit-learn's matrix bit for bit, on
     articles in context (every block: text, neighbours, title, quote state), on odd whitespace and Unicode, and
     again with its word cache warm."""
+    from newstag_model.baseline import BaselineClassifier
+    from newstag_model.context import with_context
     from train import baseline
-    from train.classifier import BaselineClassifier, with_context
     from train.config import load_config
 
     texts = pd.read_json(TINY, lines=True)["text"].tolist()
@@ -165,7 +189,7 @@ def test_a_pipeline_with_an_untrusted_type_is_refused(tmp_path):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from train.classifier import BaselineClassifier
+    from newstag_model.baseline import BaselineClassifier
 
     sio.dump(Pipeline([("f", FunctionTransformer(func=os.system))]), tmp_path / "pipeline.skops")
     meta = {"kind": "baseline", "labels": ["claim"], "weights": "pipeline.skops"}
@@ -183,8 +207,9 @@ def test_plain_files_rebuild_the_fitted_pipeline_exactly(tiny_config, tmp_path, 
     """A model is saved as JSON + npz (no pickle, no skops) and predicts exactly what the fitted pipeline does:
     one multinomial regression, three sigmoid-calibrated folds, or NB-LR's regressions a label; the files hold
     numbers and strings only."""
+    from newstag_model.baseline import BaselineClassifier
+    from newstag_model.context import with_context
     from train import baseline
-    from train.classifier import BaselineClassifier, with_context
     from train.config import load_config
     from train.data import load_splits
 
@@ -210,7 +235,7 @@ def test_a_model_logged_as_a_skops_pipeline_still_loads(trained, tmp_path):
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
-    from train.classifier import read_meta, write_meta
+    from newstag_model.schema import read_meta, write_meta
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(trained["model_uri"]), "artifacts", "model")
     clf = load(model_dir)
@@ -258,7 +283,8 @@ def test_baseline_scores_are_divided_by_the_temperature_fitted_on_dev(trained, t
     """The shipped baseline fits a temperature on its dev scores (NB-LR's separate regressions are not calibrated
     against each other), keeps it where it lowers dev ECE, logs both, and its probabilities are the softmax of its
     scores over the temperature it holds."""
-    from train.classifier import softmax, with_context
+    from newstag_model.context import with_context
+    from newstag_model.probability import softmax
     from train.config import load_config
     from train.data import load_splits
     from train.metrics import fit_temperature, temperature_on_dev

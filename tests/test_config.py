@@ -1,9 +1,8 @@
-from pathlib import Path
-
 import pytest
 from conftest import ROOT, run_cli
 
-from train import classifier
+from newstag_model.load import LOADERS
+from newstag_model.runtime import AUTO, RUNTIMES
 from train.config import Config, ConfigError, flatten, load_config
 from train.kinds import COMMON_REQUIREMENTS, KINDS, runtimes
 
@@ -27,11 +26,11 @@ def test_experiment_files_hold_only_differences():
 
 def test_model_kinds_are_declared_once():
     """The pyfunc file keeps its own loader table (it may not import the registry): it must match the registry."""
-    assert {name: kind.loader for name, kind in KINDS.items()} == classifier.LOADERS
+    assert {name: kind.loader for name, kind in KINDS.items()} == LOADERS
     for name, kind in KINDS.items():
         assert kind.params.model_fields["kind"].annotation.__args__ == (name,)
         assert not set(kind.requirements) & set(COMMON_REQUIREMENTS)
-    assert runtimes() == (classifier.AUTO, *classifier.RUNTIMES) == KINDS["transformer"].runtimes
+    assert runtimes() == (AUTO, *RUNTIMES) == KINDS["transformer"].runtimes
 
 
 def test_tag_runtime_choices_come_from_the_registry(tmp_path):

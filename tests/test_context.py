@@ -13,7 +13,12 @@ import pytest
 from conftest import ROOT, TEXTS, last_json, run_cli, write_rows
 from tiny_transformer import build_tiny_bert
 
-from train import baseline, classifier
+from newstag_model.context import own_voice, quoted_starts, with_context
+from newstag_model.encoding import article_chunks, encoder_inputs, encoder_tokenizer
+from newstag_model.load import load
+from newstag_model.probability import pool_quote_spans, softmax
+from newstag_model.schema import model_inputs, predictions_frame, read_meta
+from train import baseline
 from train.config import load_config
 from train.data import load_splits
 
@@ -55,31 +60,31 @@ def config(path, *overrides):
 def test_with_context_orders_by_sentence_index_and_keeps_loose_rows_alone():
     frame = pd.DataFrame({"text": ["c", "a", "loose", "b"], "article_id": ["x", "x", None, "x"],
                           "sentence_index": [2, 0, 5, 1], "title": ["T", "T", "U", "T"]})
-    out = classifier.with_context(frame, window=1, title=True)
+    out = with_context(frame, window=1, title=True)
     assert out["prev"].tolist() == ["b", "", "", "a"]
     assert out["next"].tolist() == ["", "b", "", "c"]
     assert out["title"].tolist() == ["T", "T", "U", "T"]
-    wide = classifier.with_context(frame, window=2, title=False)
+    wide = with_context(frame, window=2, title=False)
     assert wide.loc[0, "prev"] == "a b" and wide.loc[1, "next"] == "b c" and wide["title"].eq("").all()
     # Without sentence_index, file order decides.
-    plain = classifier.with_context(frame.drop(columns="sentence_index"), window=1)
+    plain = with_context(frame.drop(columns="sentence_index"), window=1)
     assert plain["prev"].tolist() == ["", "c", "", "a"]
 
 
 def test_neighbour_words_keep_the_words_nearest_the_target():
     frame = pd.DataFrame({"text": ["one two three", "four five", "six", "seven eight nine ten"], "article_id": "x",
                           "sentence_index": [0, 1, 2, 3]})
-    out = classifier.with_context(frame, window=2, neighbour_words=3)
+    out = with_context(frame, window=2, neighbour_words=3)
     assert out["prev"].tolist() == ["", "one two three", "three four five", "four five six"]
     assert out["next"].tolist() == ["four five six", "six seven eight", "seven eight nine", ""]
     assert out["text"].tolist() == frame["text"].tolist()  # the target itself is never cut
-    whole = classifier.with_context(frame, window=2)
+    whole = with_context(frame, window=2)
     assert whole["prev"].tolist()[2] == "one two three four five"
 
 
 def continuation_accuracy(model_dir, frame) -> float:
-    proba = classifier.load(model_dir).predict_proba(frame)
-    predicted = np.array(classifier.predictions_frame(classifier.load(model_dir).labels, proba)["label"])
+    proba = load(model_dir).predict_proba(frame)
+    predicted = np.array(predictions_frame(load(model_dir).labels, proba)["label"])
     mask = (frame["sentence_index"] == 1).to_numpy()
     return float((predicted[mask] == frame["label"].to_numpy()[mask]).mean())
 
@@ -102,7 +107,7 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     cfg = config(path, "context.window=1", "context.title=true", "context.title_dropout=0")
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
-    assert classifier.read_meta(tmp_path / "m")["context"] == {"window": 1, "neighbour_words": 0, "title": False,
+    assert read_meta(tmp_path / "m")["context"] == {"window": 1, "neighbour_words": 0, "title": False,
                                                                "quotes": False, "quote_spans": True, "voice": True}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
@@ -111,20 +116,20 @@ def test_quoted_starts_follow_the_marks_from_sentence_to_sentence():
     article = ['"We have heard the concerns.', "We are looking at every option.", 'We will decide soon," she said.',
                "The vote is on Friday.", "\u201cIt is over.", "Nobody will stay.\u201d", "He left.",
                'She said: "Run." Then "Stop."', "Done.", '"Nothing (he said "never") is final.', "Ever."]
-    assert classifier.quoted_starts(article) == [False, True, True, False, False, True, False, False, False, False,
+    assert quoted_starts(article) == [False, True, True, False, False, True, False, False, False, False,
                                                  False]
     # A quotation left open runs three unmarked sentences at most: a stray mark does not make the rest speech.
     stray = ['He called it "the end.', "One.", "Two.", "Three.", "Four.", "Five."]
-    assert classifier.quoted_starts(stray) == [False, True, True, True, False, False]
+    assert quoted_starts(stray) == [False, True, True, True, False, False]
 
 
 def test_quote_state_is_per_article_and_marks_the_transformer_input():
     frame = pd.DataFrame({"text": ["Later.", '"We came.', "We saw.", "We saw."],
                           "article_id": ["a", "a", "a", None], "sentence_index": [2, 0, 1, 0]})
-    out = classifier.with_context(frame, quotes=True)
+    out = with_context(frame, quotes=True)
     assert out["quoted"].tolist() == ["quoted", "", "quoted", ""]  # the loose row stands alone
-    assert classifier.with_context(frame)["quoted"].eq("").all()
-    texts, pairs = classifier.encoder_inputs(out, "[SEP]", contextual=False)
+    assert with_context(frame)["quoted"].eq("").all()
+    texts, pairs = encoder_inputs(out, "[SEP]", contextual=False)
     assert texts == ['"Later.', '"We came.', '"We saw.', "We saw."] and pairs is None
 
 
@@ -156,21 +161,21 @@ def test_baseline_reads_the_quote_state_that_neither_sentence_shows(tmp_path):
                      "model.voice_weight=0", "context.quote_spans=false")
         baseline.fit(cfg, load_splits(cfg), tmp_path / str(quotes))
         accuracy[quotes] = continuation_accuracy(tmp_path / str(quotes), load_splits(cfg).test)
-    assert classifier.read_meta(tmp_path / "True")["context"]["quotes"] is True
+    assert read_meta(tmp_path / "True")["context"]["quotes"] is True
     assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
 
 
 def test_own_voice_is_the_text_outside_quotation_marks_across_sentences():
-    assert classifier.own_voice('"We will rebuild," the mayor said, "every street."') == "the mayor said,"
-    assert classifier.own_voice("It reportedly failed.") == "It reportedly failed."
-    assert classifier.own_voice("\u201cIt allegedly failed,\u201d he said.") == "he said."
-    assert classifier.own_voice('every street of it," she said. "And soon', inside=True) == "she said."
+    assert own_voice('"We will rebuild," the mayor said, "every street."') == "the mayor said,"
+    assert own_voice("It reportedly failed.") == "It reportedly failed."
+    assert own_voice("\u201cIt allegedly failed,\u201d he said.") == "he said."
+    assert own_voice('every street of it," she said. "And soon', inside=True) == "she said."
     frame = pd.DataFrame({"text": ['"We came.', 'We saw," she allegedly said.', 'We saw," she said.'],
                           "article_id": ["a", "a", None], "sentence_index": [0, 1, 0]})
-    out = classifier.with_context(frame, voice=True)
+    out = with_context(frame, voice=True)
     # the second row continues the first row's quotation; the loose third row starts outside any
     assert out["voice"].tolist() == ["", "she allegedly said.", "We saw, she said."]
-    assert classifier.with_context(frame)["voice"].eq("").all()
+    assert with_context(frame)["voice"].eq("").all()
 
 
 CLAUSES = [("Rivera", "took the money"), ("Okafor", "signed a new contract"), ("Lindqvist", "hid the losses"),
@@ -214,28 +219,28 @@ def test_baseline_tells_a_hedge_in_the_article_voice_from_one_inside_a_quotation
         cfg = config(path, "context.title=false", f"model.voice_weight={weight}")
         clf = baseline.fit(cfg, load_splits(cfg), tmp_path / str(weight))
         test = load_splits(cfg).test.query("sentence_index == 0")
-        predicted = np.array(cfg.labels)[clf.predict_proba(classifier.model_inputs(test)).argmax(axis=1)]
+        predicted = np.array(cfg.labels)[clf.predict_proba(model_inputs(test)).argmax(axis=1)]
         accuracy[weight] = float((predicted == test["label"].to_numpy()).mean())
-    assert classifier.read_meta(tmp_path / "0")["context"]["voice"] is False
+    assert read_meta(tmp_path / "0")["context"]["voice"] is False
     assert accuracy[1.0] == 1.0 > accuracy[0], accuracy
 
 
 def test_quote_spans_give_one_quotation_one_decision():
     frame = pd.DataFrame({"text": ["Later.", '"We came.', "We saw.", 'We won," she said.', "We saw.", "Then."],
                           "article_id": ["a", "a", "a", "a", None, "a"], "sentence_index": [4, 0, 1, 2, 0, 3]})
-    span = classifier.with_context(frame, quote_spans=True)["span"].tolist()
+    span = with_context(frame, quote_spans=True)["span"].tolist()
     assert span == [0, 1, 1, 1, 4, 5]  # the loose row and the sentences after the closing mark stand alone
-    assert classifier.with_context(frame, quote_spans=True)["quoted"].eq("").all()  # the input is unchanged
-    assert classifier.with_context(frame, quotes=True)["span"].tolist() == list(range(6))
+    assert with_context(frame, quote_spans=True)["quoted"].eq("").all()  # the input is unchanged
+    assert with_context(frame, quotes=True)["span"].tolist() == list(range(6))
     proba = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.6, 0.1, 0.2], [0.5, 0.2, 0.1, 0.2], [0.4, 0.2, 0.2, 0.2],
                       [0.1, 0.1, 0.1, 0.7], [0.25, 0.25, 0.25, 0.25]])
-    pooled = classifier.pool_quote_spans(proba, span)
+    pooled = pool_quote_spans(proba, span)
     geometric = np.cbrt(proba[1] * proba[2] * proba[3])
     for row in (1, 2, 3):
         np.testing.assert_allclose(pooled[row], geometric / geometric.sum())
     assert pooled[1].argmax() == 1  # two of three sentences lean to `claim`; the one sure sentence decides
     np.testing.assert_array_equal(pooled[[0, 4, 5]], proba[[0, 4, 5]])
-    assert classifier.pool_quote_spans(proba, range(6)) is proba
+    assert pool_quote_spans(proba, range(6)) is proba
 
 
 def test_baseline_decides_a_quotation_as_a_whole(tmp_path):
@@ -251,7 +256,7 @@ def test_baseline_decides_a_quotation_as_a_whole(tmp_path):
         test = load_splits(cfg).test
         quoted = test[test["article_id"].isin(test.loc[test["text"].str.contains('"'), "article_id"])]
         accuracy[spans] = continuation_accuracy(tmp_path / str(spans), quoted)
-    assert classifier.read_meta(tmp_path / "True")["context"]["quote_spans"] is True
+    assert read_meta(tmp_path / "True")["context"]["quote_spans"] is True
     assert accuracy[True] == 1.0 and accuracy[False] <= 0.75
 
 
@@ -315,7 +320,7 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     together = clf.predict_proba(frame)
     apart = np.vstack([clf.predict_proba(frame[frame["article_id"] == a]) for a in frame["article_id"].unique()])
     np.testing.assert_allclose(together, apart, atol=1e-5)
-    texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, 1, True), "[SEP]", True)
+    texts, pairs = encoder_inputs(with_context(frame, 1, True), "[SEP]", True)
     assert texts[1] == frame.loc[1, "text"] and pairs[1] == f"{frame.loc[1, 'title']} [SEP] {frame.loc[0, 'text']} [SEP] {frame.loc[2, 'text']}"
     # Context changes what the model reads: the same sentence after another introduction scores differently.
     moved = frame.copy()
@@ -325,7 +330,7 @@ def test_tiny_transformer_with_context_is_batch_invariant(context_file, tmp_path
     quote = pd.DataFrame({"text": ['"We came.', "We saw.", 'We won," she said.', "Later."], "article_id": "q",
                           "sentence_index": range(4), "title": "Minister speaks"})
     clf.context = {**clf.context, "quote_spans": True}
-    each = classifier.softmax(clf.logits(quote).astype(np.float64) / clf.temperature)
+    each = softmax(clf.logits(quote).astype(np.float64) / clf.temperature)
     geometric = np.exp(np.log(each[:3]).mean(axis=0))
     pooled = clf.predict_proba(quote)
     np.testing.assert_allclose(pooled[:3], np.tile(geometric / geometric.sum(), (3, 1)), rtol=1e-6)
@@ -360,11 +365,11 @@ def _chunk_bert(path):
 def test_article_chunks_read_each_sentence_once_with_its_title_and_neighbours(tmp_path):
     """Chunks: the title, then consecutive sentences of one article in `sentence_index` order, each owned by exactly
     one chunk with all its tokens; at a chunk's edges, the tokens of the neighbours nearest its targets."""
-    tokenizer, _ = classifier.encoder_tokenizer(_chunk_bert(tmp_path / "bert"), 32)
+    tokenizer, _ = encoder_tokenizer(_chunk_bert(tmp_path / "bert"), 32)
     frame = pd.DataFrame(context_rows(6)[::-1])  # reversed: sentence_index must decide
     frame.loc[0, "article_id"] = None  # a loose row: a chunk of its own
-    framed = classifier.with_context(frame, window=1, title=True, chunk_tokens=26)
-    chunks = classifier.article_chunks(framed, tokenizer, 26, 1, 32)
+    framed = with_context(frame, window=1, title=True, chunk_tokens=26)
+    chunks = article_chunks(framed, tokenizer, 26, 1, 32)
     cls, sep = tokenizer.encode("").ids
 
     def own(row):
@@ -410,7 +415,7 @@ def test_chunked_transformer_scores_each_sentence_from_its_own_tokens(context_fi
         "context.window=1", "context.title=true", "context.chunk_tokens=64", "eval.bootstrap=0"])
     clf = transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     frame = pd.DataFrame(context_rows()[:12])
-    framed = classifier.with_context(frame, **clf.context)
+    framed = with_context(frame, **clf.context)
     ids, owners = clf.encode(framed)
     assert len(ids) < len(frame)  # articles, not sentences, are the inputs
     logits = clf.logits(frame)
@@ -428,7 +433,7 @@ def test_chunked_transformer_scores_each_sentence_from_its_own_tokens(context_fi
     moved = frame.copy()
     moved.loc[0, "text"] = INTRO["official_response"][0]
     assert np.abs(clf.predict_proba(moved)[1] - together[1]).max() > 1e-3
-    onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(frame)
+    onnx = load(tmp_path / "model", runtime="onnx").predict_proba(frame)
     np.testing.assert_allclose(onnx, together, atol=1e-4)
     cont = CONTINUATIONS[0]
     loose = clf.predict_proba(pd.DataFrame({"text": [cont, INTRO["attributed_quote"][0], cont],

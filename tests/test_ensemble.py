@@ -40,17 +40,19 @@ def article_rows() -> pd.DataFrame:
 
 
 def test_output_is_the_weighted_geometric_mean_of_the_members(ensemble):
-    from train import classifier
+    from newstag_model.context import with_context
+    from newstag_model.load import load
+    from newstag_model.schema import read_meta
 
-    meta = classifier.read_meta(model_dir(ensemble["model_uri"]))
+    meta = read_meta(model_dir(ensemble["model_uri"]))
     assert [m["name"] for m in meta["members"]] == ["tfidf", "encoder"]
     weights, temperature = np.array(meta["weights"]), meta["temperature"]
     assert weights.sum() == pytest.approx(1.0) and temperature > 0
     rows = article_rows()
     log_proba = []
     for member in meta["members"]:
-        clf = classifier.load(os.path.join(model_dir(ensemble["model_uri"]), member["dir"]))
-        log_proba.append(np.log(clf.sentence_proba(classifier.with_context(rows, **clf.context))))
+        clf = load(os.path.join(model_dir(ensemble["model_uri"]), member["dir"]))
+        log_proba.append(np.log(clf.sentence_proba(with_context(rows, **clf.context))))
     mixed = np.exp(sum(w * lp for w, lp in zip(weights, log_proba)) / temperature)
     mixed /= mixed.sum(axis=1, keepdims=True)
     quotation = np.sqrt(mixed[2] * mixed[3])  # the two rows of one quotation share one decision
@@ -61,7 +63,10 @@ def test_output_is_the_weighted_geometric_mean_of_the_members(ensemble):
 
 
 def test_weights_are_the_best_of_the_grid_on_dev_and_members_are_scored(ensemble, trained, tiny_transformer):
-    from train import classifier, ensemble as ens
+    from newstag_model.context import with_context
+    from newstag_model.load import load
+    from newstag_model.probability import pool_quote_spans
+    from train import ensemble as ens
     from train.config import LABELS, load_config
     from train.data import load_splits
     from train.metrics import Evaluator
@@ -70,14 +75,14 @@ def test_weights_are_the_best_of_the_grid_on_dev_and_members_are_scored(ensemble
     dev = load_splits(load_config(ROOT / "configs" / "ensemble.yaml", [f"data.path={TINY}"])).dev
     evaluator = Evaluator(LABELS)
     for name, member in (("tfidf", trained), ("encoder", tiny_transformer)):
-        own = classifier.load(model_dir(member["model_uri"])).predict_proba(dev)
+        own = load(model_dir(member["model_uri"])).predict_proba(dev)
         assert metrics[f"members/{name}/dev/macro_f1"] == pytest.approx(
             evaluator.scores(dev["label"].tolist(), own, "dev", intervals=False)["dev/macro_f1"])
         assert "members/" + name + "/test/macro_f1" in metrics
-    clf = classifier.load(model_dir(ensemble["model_uri"]))
+    clf = load(model_dir(ensemble["model_uri"]))
     log_proba = clf.member_log_proba(dev)
-    span = classifier.with_context(dev, quote_spans=True)["span"]
-    grid = [evaluator.primary(dev["label"].tolist(), classifier.pool_quote_spans(clf.combine(log_proba, w, 1.0), span))
+    span = with_context(dev, quote_spans=True)["span"]
+    grid = [evaluator.primary(dev["label"].tolist(), pool_quote_spans(clf.combine(log_proba, w, 1.0), span))
             ["macro_f1"] for w in ens.simplex_grid(2)]
     assert metrics["dev/macro_f1"] == pytest.approx(max(grid))
     assert metrics["dev/macro_f1"] >= max(metrics["members/tfidf/dev/macro_f1"], metrics["members/encoder/dev/macro_f1"])
@@ -97,7 +102,8 @@ def test_logged_ensemble_needs_its_members_packages_and_tags(ensemble, tmp_path)
 
 def test_given_weights_are_kept_and_configs_train_in_the_run(tmp_path, tiny_transformer):
     """Weight 1 on a baseline trained here and 0 on the transformer, no temperature: the baseline's own output."""
-    from train import classifier
+    from newstag_model.load import load
+    from newstag_model.schema import read_meta
 
     baseline = tmp_path / "members" / "plain.yaml"
     baseline.parent.mkdir()
@@ -107,20 +113,22 @@ def test_given_weights_are_kept_and_configs_train_in_the_run(tmp_path, tiny_tran
     out = last_json(run_cli("train", "-c", cfg, "--set", "model.weights=[2, 0]", "--set", "model.temperature_scaling=false",
                             "--set", "tracking.registered_model=null", check=True).stdout)
     ensemble_dir = model_dir(out["model_uri"])
-    meta = classifier.read_meta(ensemble_dir)
+    meta = read_meta(ensemble_dir)
     assert meta["weights"] == [1.0, 0.0] and meta["temperature"] == 1.0
     assert [m["name"] for m in meta["members"]] == ["plain", "member1"]
     rows = article_rows()
-    member = classifier.load(os.path.join(ensemble_dir, "members", "plain"))
-    assert classifier.read_meta(os.path.join(ensemble_dir, "members", "plain"))["config"]["model"]["C"] == 100.0
-    np.testing.assert_allclose(classifier.load(ensemble_dir).predict_proba(rows), member.predict_proba(rows),
+    member = load(os.path.join(ensemble_dir, "members", "plain"))
+    assert read_meta(os.path.join(ensemble_dir, "members", "plain"))["config"]["model"]["C"] == 100.0
+    np.testing.assert_allclose(load(ensemble_dir).predict_proba(rows), member.predict_proba(rows),
                                rtol=0, atol=1e-12)
 
 
 def test_the_run_scores_each_member_once_on_dev_and_test(tmp_path, monkeypatch):
     """The members' dev and test outputs, computed to fit the weights, are what the run's evaluation reads: a
     transformer member is not scored twice.  Other frames, even equal copies, are computed afresh."""
-    from train import classifier, ensemble as ens
+    from newstag_model.baseline import BaselineClassifier
+    from newstag_model.load import load
+    from train import ensemble as ens
     from train.config import load_config
     from train.data import load_splits
 
@@ -129,11 +137,11 @@ def test_the_run_scores_each_member_once_on_dev_and_test(tmp_path, monkeypatch):
     cfg = load_config(ensemble_config(tmp_path / "ens.yaml", "[{config: a.yaml}, {config: b.yaml}]"))
     splits = load_splits(cfg)
     calls = []
-    sentence_proba = classifier.BaselineClassifier.sentence_proba
-    monkeypatch.setattr(classifier.BaselineClassifier, "sentence_proba",
+    sentence_proba = BaselineClassifier.sentence_proba
+    monkeypatch.setattr(BaselineClassifier, "sentence_proba",
                         lambda self, frame: calls.append(len(frame)) or sentence_proba(self, frame))
     clf = ens.fit(cfg, splits, tmp_path / "model")
-    fresh = classifier.load(tmp_path / "model")
+    fresh = load(tmp_path / "model")
     calls.clear()
     for frame in (splits.dev, splits.test):
         np.testing.assert_array_equal(clf.predict_proba(frame), fresh.predict_proba(frame))

@@ -2,7 +2,6 @@
 
 import mlflow
 import numpy as np
-import pytest
 
 from conftest import last_json, run_cli
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from infer import rows
-from train.classifier import predictions_frame
+from newstag_model.schema import predictions_frame
 
 LABELS = ("claim", "attributed_quote", "unverified", "official_response")
 PROBA = np.array([[0.1, 0.2, 0.3, 0.4], [0.7, 0.1, 0.15, 0.05]])

@@ -15,7 +15,11 @@ import pytest
 from conftest import ROOT, run_cli, tiny_transformer_config, write_rows
 from tiny_transformer import build_tiny_bert
 
-from train import baseline, classifier, metrics, stacking
+from newstag_model.context import with_context
+from newstag_model.load import load
+from newstag_model.probability import log_softmax, pool_quote_spans, softmax, stack_features
+from newstag_model.schema import predictions_frame, read_meta, write_meta
+from train import baseline, metrics, stacking
 from train.config import ConfigError, load_config
 from train.data import load_splits
 from train.run import train
@@ -64,8 +68,8 @@ def config(path, *overrides):
 
 
 def continuation_accuracy(model_dir, frame) -> float:
-    clf = classifier.load(model_dir)
-    predicted = classifier.predictions_frame(clf.labels, clf.predict_proba(frame))["label"].to_numpy()
+    clf = load(model_dir)
+    predicted = predictions_frame(clf.labels, clf.predict_proba(frame))["label"].to_numpy()
     mask = frame["sentence_index"].isin([2, 4]).to_numpy()
     return float((predicted[mask] == frame["label"].to_numpy()[mask]).mean())
 
@@ -73,9 +77,9 @@ def continuation_accuracy(model_dir, frame) -> float:
 def test_stack_features_put_each_neighbour_in_its_place_whatever_the_row_order():
     frame = pd.DataFrame({"text": ["a2", "b0", "a0", "loose", "a1", "b1"], "article_id": ["a", "b", "a", None, "a", "b"],
                           "sentence_index": [2, 0, 0, 9, 1, 1]})
-    inputs = classifier.with_context(frame, quotes=True, quote_spans=True)
+    inputs = with_context(frame, quotes=True, quote_spans=True)
     log_proba = np.log(np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.5, 0.5], [0.6, 0.4]]))
-    x = classifier.stack_features(inputs, log_proba, window=1)
+    x = stack_features(inputs, log_proba, window=1)
     # own (2) | previous (2) + flag | next (2) + flag | first, second, last, alone, quoted, continues | mean (2)
     assert x.shape == (6, 2 + 3 + 3 + 6 + 2)
     np.testing.assert_array_equal(x[:, :2], log_proba)
@@ -93,7 +97,7 @@ def test_stack_features_put_each_neighbour_in_its_place_whatever_the_row_order()
     np.testing.assert_allclose(x[0, 14:], np.mean([[0.1, 0.9], [0.3, 0.7], [0.5, 0.5]], axis=0))
     np.testing.assert_allclose(x[3, 14:], [0.4, 0.6])
     # Two neighbours each side: a0 sees a2 as its second next sentence.
-    wide = classifier.stack_features(inputs, log_proba, window=2)
+    wide = stack_features(inputs, log_proba, window=2)
     np.testing.assert_array_equal(wide[2, 2 + 3 * 3:2 + 3 * 4], [*log_proba[0], 1])
 
 
@@ -123,7 +127,7 @@ def test_logged_stacked_model_reloads_exactly_and_scores_each_article_alone(logg
     test = pd.DataFrame([r for r in stack_rows() if r["split"] == "test"])[["text", "article_id", "sentence_index"]]
     out = model.predict(test)
     local = mlflow.artifacts.download_artifacts(logged_stacked["model_uri"])
-    direct = classifier.load(f"{local}/artifacts/model").predict_proba(test)
+    direct = load(f"{local}/artifacts/model").predict_proba(test)
     np.testing.assert_array_equal(out[[c for c in out.columns if c.startswith("prob_")]].to_numpy(), direct)
     first, rest = test.iloc[:6], test.iloc[6:]
     pd.testing.assert_frame_equal(out.iloc[:6], model.predict(first))  # batched with others == alone
@@ -139,14 +143,14 @@ def test_the_offsets_a_model_holds_shift_its_log_probabilities(logged_stacked, t
 
     local = tmp_path / "model"
     shutil.copytree(f"{mlflow.artifacts.download_artifacts(logged_stacked['model_uri'])}/artifacts/model", local)
-    meta = classifier.read_meta(local)
-    clf = classifier.load(local)
+    meta = read_meta(local)
+    clf = load(local)
     assert clf.offsets.tolist() == meta["offsets"] and clf.stack_window == 2
-    frame = classifier.with_context(pd.DataFrame(stack_rows()[:12]), **clf.context)
+    frame = with_context(pd.DataFrame(stack_rows()[:12]), **clf.context)
     scores = clf.scores(frame)
-    classifier.write_meta(local, {**meta, "offsets": [0.5, -0.5, 0.0, 1.0]})
-    shifted = classifier.load(local).sentence_proba(frame)
-    np.testing.assert_allclose(shifted, classifier.softmax(scores / clf.temperature + [0.5, -0.5, 0.0, 1.0]),
+    write_meta(local, {**meta, "offsets": [0.5, -0.5, 0.0, 1.0]})
+    shifted = load(local).sentence_proba(frame)
+    np.testing.assert_allclose(shifted, softmax(scores / clf.temperature + [0.5, -0.5, 0.0, 1.0]),
                                rtol=1e-12)
     before = clf.sentence_proba(frame)  # the fitted offsets: the odds of label 4 over label 2 move by the difference
     np.testing.assert_allclose(np.log(shifted[:, 3] / shifted[:, 1]) - np.log(before[:, 3] / before[:, 1]),
@@ -175,7 +179,7 @@ def test_macro_f1_offsets_move_a_boundary_that_misses_a_rare_label():
     proba = np.array([[0.7, 0.2, 0.1]] * 50 + [[0.2, 0.7, 0.1]] * 40 + [[0.45, 0.15, 0.4]] * 10)
     before = metrics.point_scores(gold, proba, labels, "dev")["dev/macro_f1"]
     offsets = metrics.macro_f1_offsets(np.log(proba), gold, labels)
-    after = metrics.point_scores(gold, classifier.softmax(np.log(proba) + offsets), labels, "dev")["dev/macro_f1"]
+    after = metrics.point_scores(gold, softmax(np.log(proba) + offsets), labels, "dev")["dev/macro_f1"]
     assert before < 0.7 and after == 1.0
     assert offsets[2] - offsets[0] > np.log(0.45 / 0.4)  # c now beats a where it was second
     # Nothing to gain: no offset moves.
@@ -193,12 +197,12 @@ def test_dev_cross_fitted_scores_of_an_article_never_read_its_own_labels():
     """Each dev article's reported scores come from a stage fitted on the other folds: relabelling one article
     changes the stage fitted on all of dev, and not that article's cross-fitted scores."""
     rng = np.random.default_rng(0)
-    frame = classifier.with_context(pd.DataFrame({"text": [f"s{i}" for i in range(200)],
+    frame = with_context(pd.DataFrame({"text": [f"s{i}" for i in range(200)],
                                                   "article_id": [f"a{i // 5}" for i in range(200)],
                                                   "sentence_index": [i % 5 for i in range(200)]}))
     labels = ["a", "b", "c"]
     gold = [labels[i] for i in rng.integers(0, 3, 200)]
-    log_proba = classifier.log_softmax(rng.normal(size=(200, 3)) + 2 * np.eye(3)[[labels.index(g) for g in gold]])
+    log_proba = log_softmax(rng.normal(size=(200, 3)) + 2 * np.eye(3)[[labels.index(g) for g in gold]])
     arrays, held_out = stacking.fit_on_dev(frame, log_proba, gold, labels, window=1, folds=5, seed=13)
     relabelled = [("c" if g == "a" else "a") if i < 5 else g for i, g in enumerate(gold)]  # article a0
     arrays2, held_out2 = stacking.fit_on_dev(frame, log_proba, relabelled, labels, window=1, folds=5, seed=13)
@@ -231,18 +235,18 @@ def test_transformer_second_stage_fitted_on_dev_reads_the_sentence_before(stacke
     shutil.copytree(f"{mlflow.artifacts.download_artifacts(stacked_transformer['model_uri'])}/artifacts/model", local)
     test = pd.DataFrame([r for r in stack_rows() if r["split"] == "test"])
     assert continuation_accuracy(local, test) == 1.0
-    meta = classifier.read_meta(local)
-    classifier.write_meta(local, {**meta, "stack_window": 0})  # the first stage alone cannot tell them
+    meta = read_meta(local)
+    write_meta(local, {**meta, "stack_window": 0})  # the first stage alone cannot tell them
     assert continuation_accuracy(local, test) <= 0.75
     assert stacked_transformer["test/macro_f1"] == 1.0
     # The run reports dev from cross-fitted stages: recomputed from the first stage's dev scores, it is the same.
     cfg = load_config(mlflow.artifacts.download_artifacts(run_id=stacked_transformer["run_id"],
                                                           artifact_path="config/resolved.yaml"))
-    dev, first_stage = load_splits(cfg).dev, classifier.load(local)
-    frame = classifier.with_context(dev, **first_stage.context)
-    log_proba = classifier.log_softmax(first_stage.logits(dev).astype(np.float64) / first_stage.temperature)
+    dev, first_stage = load_splits(cfg).dev, load(local)
+    frame = with_context(dev, **first_stage.context)
+    log_proba = log_softmax(first_stage.logits(dev).astype(np.float64) / first_stage.temperature)
     _, held_out = stacking.fit_on_dev(frame, log_proba, dev["label"].tolist(), list(cfg.labels), 1, 5, cfg.seed)
-    expected = metrics.point_scores(dev["label"].tolist(), classifier.pool_quote_spans(classifier.softmax(held_out),
+    expected = metrics.point_scores(dev["label"].tolist(), pool_quote_spans(softmax(held_out),
                                     frame["span"]), cfg.labels, "dev")
     logged = mlflow.get_run(stacked_transformer["run_id"]).data.metrics
     assert logged["dev/macro_f1"] == pytest.approx(expected["dev/macro_f1"], abs=1e-12)

@@ -18,7 +18,7 @@ TEXTS = pd.read_json(TINY, lines=True)["text"].tolist()
 
 
 def test_run_has_curves_and_shared_metric_names(tiny_transformer):
-    from train.classifier import native_bf16
+    from newstag_model.runtime import native_bf16
 
     client = mlflow.MlflowClient()
     run = client.get_run(tiny_transformer["run_id"])
@@ -51,7 +51,7 @@ def test_run_has_curves_and_shared_metric_names(tiny_transformer):
 
 
 def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
-    from train.classifier import load
+    from newstag_model.load import load
     from train.evaluate import proba_from_output
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
@@ -69,7 +69,7 @@ def test_reload_gives_identical_probabilities_and_label_order(tiny_transformer):
 def test_the_same_sentences_scored_again_reuse_their_logits(tiny_transformer):
     """Training scores dev for the temperature and then for the report: the second pass must not run the encoder,
     and only the very same input set may be answered from memory."""
-    from train.classifier import load
+    from newstag_model.load import load
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
     clf = load(model_dir, runtime="torch")
@@ -85,7 +85,7 @@ def test_scores_do_not_depend_on_the_batch(tiny_transformer, runtime):
     """A sentence alone, in one batch with all others, or in batches of other sizes and orders scores the same.
     (ONNX int8 dynamic quantisation scales activations per batch, so that runtime is excluded by design; torch-int8
     scales them per token.)"""
-    from train.classifier import load
+    from newstag_model.load import load
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
     clf = load(model_dir, runtime=runtime)
@@ -100,7 +100,7 @@ def test_tokenizers_alone_give_the_training_token_ids(tiny_transformer):
     """Inference encodes with `tokenizers` only; training encoded with transformers' tokenizer: same ids."""
     from transformers import AutoTokenizer
 
-    from train.classifier import encoder_tokenizer
+    from newstag_model.encoding import encoder_tokenizer
 
     encoder = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model",
                            "encoder")
@@ -127,7 +127,7 @@ def test_onnx_runtime_loads_without_torch_or_transformers(tiny_transformer):
 
 
 def test_onnx_runtimes_agree_with_torch(tiny_transformer):
-    from train.classifier import load
+    from newstag_model.load import load
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
     torch_p = load(model_dir, runtime="torch").predict_proba(TEXTS)
@@ -219,7 +219,7 @@ def separable_corpus(path, n_articles=48, seed=0):
 def test_reduced_precision_runtimes_follow_fp32(tiny_transformer, runtime, atol):
     """bf16 and int8 linear layers built at load time from the logged fp32 weights: close to fp32, not equal (a
     runtime that silently ran fp32 would fail the second assertion)."""
-    from train.classifier import load
+    from newstag_model.load import load
 
     model_dir = os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts", "model")
     exact, reduced = (load(model_dir, runtime=r).predict_proba(TEXTS) for r in ("torch", runtime))
@@ -237,7 +237,7 @@ def test_bf16_products_give_a_row_the_same_bits_in_any_batch_and_thread_count():
 
     import torch
 
-    from train.classifier import reduced_precision
+    from newstag_model.runtime import reduced_precision
 
     class FeedForward(torch.nn.Module):  # a BERT-style intermediate block: its bf16 output feeds the activation
         def __init__(self):
@@ -288,7 +288,7 @@ def test_plain_mpnet_encoder_computes_what_transformers_does(tiny_mpnet):
     rows included, and in packed passes of several lengths."""
     import torch
 
-    from train.classifier import mpnet_encoder
+    from newstag_model.encoder import mpnet_encoder
 
     model, path, ids, mask = tiny_mpnet
     encoder = mpnet_encoder(path)
@@ -315,7 +315,8 @@ def test_mpnet_attention_of_the_reduced_runtimes_follows_the_eager_one(tiny_mpne
 
     import torch
 
-    from train.classifier import mpnet_encoder, reduced_precision
+    from newstag_model.encoder import mpnet_encoder
+    from newstag_model.runtime import reduced_precision
 
     eager, path, ids, mask = tiny_mpnet
     source = mpnet_encoder(path) if plain else copy.deepcopy(eager)
@@ -354,14 +355,14 @@ def test_an_mpnet_model_loads_for_torch_bf16_without_transformers(mpnet_model_di
     """A logged model whose encoder is MPNet (the default's architecture) scores in ``torch-bf16`` without importing
     transformers, close to what transformers' fp32 MPNet gives (``torch``)."""
     model_dir = mpnet_model_dir
-    code = ("import sys, json\nfrom train.classifier import load\n"
+    code = ("import sys, json\nfrom newstag_model.load import load\n"
             f"p = load({str(model_dir)!r}, runtime='torch-bf16').predict_proba({TEXTS!r})\n"
             "print(json.dumps({'transformers': 'transformers' in sys.modules, 'p': p.tolist()}))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["transformers"] is False
-    from train.classifier import load
+    from newstag_model.load import load
 
     exact = load(model_dir, runtime="torch").predict_proba(TEXTS)
     assert 0 < np.abs(np.array(out["p"]) - exact).max() < 0.02
@@ -372,21 +373,22 @@ def test_packed_calls_score_what_one_length_batches_score(mpnet_model_dir, runti
     """The reduced runtimes run sentences of many lengths through MPNet in one call (every product on all their
     tokens, attention per length): the scores of one-length batches, and of each sentence alone, when the calls are
     cut anywhere."""
-    from train import classifier
+    from newstag_model.context import with_context
+    from newstag_model.load import load
 
-    clf = classifier.load(mpnet_model_dir, runtime=runtime)
-    ids, owners = clf.encode(classifier.with_context(TEXTS, **clf.context))
+    clf = load(mpnet_model_dir, runtime=runtime)
+    ids, owners = clf.encode(with_context(TEXTS, **clf.context))
     assert clf.packed and owners is None and len({len(i) for i in ids}) > 3
     packed = clf.predict_proba(TEXTS)
     alone = np.vstack([clf.predict_proba([t]) for t in TEXTS])
-    monkeypatch.setattr(classifier, "PACKED_ROWS", 20)  # calls of a sentence or two, length groups split
+    monkeypatch.setattr("newstag_model.transformer.PACKED_ROWS", 20)  # calls of a sentence or two, length groups split
     order = np.random.default_rng(0).permutation(len(TEXTS))
     cut = clf.predict_proba([TEXTS[i] for i in order])
     clf.packed, clf._last = False, None
     unpacked = clf.predict_proba(TEXTS)
     for other in (alone, cut[np.argsort(order)], unpacked):
         np.testing.assert_allclose(other, packed, rtol=0, atol=1e-6)
-    assert np.abs(packed - classifier.load(mpnet_model_dir, runtime="torch").predict_proba(TEXTS)).max() > 1e-7
+    assert np.abs(packed - load(mpnet_model_dir, runtime="torch").predict_proba(TEXTS)).max() > 1e-7
 
 
 @pytest.mark.parametrize("runtime", ["torch-bf16", "torch-int8"])
@@ -395,25 +397,27 @@ def test_packed_calls_score_article_chunks_as_one_chunk_calls_do(mpnet_model_dir
     sentence's scores are those of calls of one chunk length, and of its article alone, wherever the calls are cut."""
     import shutil
 
-    from train import classifier
+    from newstag_model.context import with_context
+    from newstag_model.load import load
+    from newstag_model.schema import read_meta, write_meta
 
     model_dir = tmp_path / "model"
     shutil.copytree(mpnet_model_dir, model_dir)
-    meta = classifier.read_meta(model_dir)
-    classifier.write_meta(model_dir, {**meta, "context": {**meta["context"], "chunk_tokens": 80}})
+    meta = read_meta(model_dir)
+    write_meta(model_dir, {**meta, "context": {**meta["context"], "chunk_tokens": 80}})
     frame = pd.DataFrame({"text": TEXTS, "article_id": [f"a{i // 5}" for i in range(len(TEXTS))],
                           "sentence_index": [i % 5 for i in range(len(TEXTS))], "title": "The river burst its banks"})
-    clf = classifier.load(model_dir, runtime=runtime)  # (no unknown word: the tiny vocabulary's [UNK] is MPNet's pad)
-    ids, _ = clf.encode(classifier.with_context(frame, **clf.context))
+    clf = load(model_dir, runtime=runtime)  # (no unknown word: the tiny vocabulary's [UNK] is MPNet's pad)
+    ids, _ = clf.encode(with_context(frame, **clf.context))
     assert clf.packed and len(ids) < len(frame) and len({len(i) for i in ids}) > 3
     packed = clf.predict_proba(frame)
     alone = np.vstack([clf.predict_proba(frame[frame["article_id"] == a]) for a in frame["article_id"].unique()])
-    monkeypatch.setattr(classifier, "PACKED_ROWS", 30)  # a chunk or two a call
+    monkeypatch.setattr("newstag_model.transformer.PACKED_ROWS", 30)  # a chunk or two a call
     cut = clf.predict_proba(frame.iloc[::-1])[::-1]
     clf.packed, clf._last = False, None
     for name, other in (("alone", alone), ("cut", cut), ("unpacked", clf.predict_proba(frame))):
         np.testing.assert_allclose(other, packed, rtol=0, atol=1e-6, err_msg=name)
-    assert np.abs(packed - classifier.load(model_dir, runtime="torch").predict_proba(frame)).max() < 0.05
+    assert np.abs(packed - load(model_dir, runtime="torch").predict_proba(frame)).max() < 0.05
 
 
 def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_transformer, tmp_path, monkeypatch):
@@ -421,20 +425,20 @@ def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_tran
     (a model without a graph) torch."""
     import shutil
 
-    from train import classifier
+    from newstag_model.load import load
 
     model_dir = tmp_path / "model"
     shutil.copytree(os.path.join(mlflow.artifacts.download_artifacts(tiny_transformer["model_uri"]), "artifacts",
                                  "model"), model_dir)
-    expected = {r: classifier.load(model_dir, runtime=r).predict_proba(TEXTS) for r in ("torch-bf16", "onnx", "torch")}
+    expected = {r: load(model_dir, runtime=r).predict_proba(TEXTS) for r in ("torch-bf16", "onnx", "torch")}
     assert np.abs(expected["torch-bf16"] - expected["onnx"]).max() > 1e-7  # the three are told apart
     for native, runtime in ((True, "torch-bf16"), (False, "onnx")):
-        monkeypatch.setattr(classifier, "native_bf16", lambda native=native: native)
-        clf = classifier.load(model_dir, runtime="auto")
+        monkeypatch.setattr("newstag_model.runtime.native_bf16", lambda native=native: native)
+        clf = load(model_dir, runtime="auto")
         assert clf.runtime == runtime
         np.testing.assert_array_equal(clf.predict_proba(TEXTS), expected[runtime])
     (model_dir / "model.onnx").unlink()
-    clf = classifier.load(model_dir, runtime="auto")
+    clf = load(model_dir, runtime="auto")
     assert clf.runtime == "torch"
     np.testing.assert_array_equal(clf.predict_proba(TEXTS), expected["torch"])
 
@@ -442,7 +446,7 @@ def test_auto_runtime_is_bf16_on_native_bf16_cpus_else_onnx_else_torch(tiny_tran
 def test_native_bf16_reads_the_cpu_flags(tmp_path):
     import torch
 
-    from train.classifier import native_bf16
+    from newstag_model.runtime import native_bf16
 
     cpuinfo = tmp_path / "cpuinfo"
     for flags, native in (("fpu avx2 avx512f avx512_vnni", False), ("fpu avx512f avx512_bf16", True),
@@ -459,7 +463,8 @@ def fit_separable(tmp_path, keys: str, log_step=None):
     splits, BERT directory, the saved model as loaded, and its accuracy on the 32 test sentences (8 unseen articles)."""
     from tiny_transformer import build_tiny_bert
 
-    from train import classifier, transformer
+    from newstag_model.load import load
+    from train import transformer
     from train.config import load_config
     from train.data import load_splits
     from train.metrics import Evaluator
@@ -472,7 +477,7 @@ def fit_separable(tmp_path, keys: str, log_step=None):
         "context: {window: 0}\n"))
     splits = load_splits(cfg)
     transformer.fit(cfg, splits, tmp_path / "model", log_step)
-    clf = classifier.load(tmp_path / "model")  # as saved: encoder, head, temperature
+    clf = load(tmp_path / "model")  # as saved: encoder, head, temperature
     scores = Evaluator(cfg.labels).scores(splits.test["label"].tolist(), clf.predict_proba(splits.test), "test")
     assert len(splits.test) == 32
     return cfg, splits, bert, clf, scores["test/accuracy"]
@@ -480,7 +485,8 @@ def fit_separable(tmp_path, keys: str, log_step=None):
 
 def test_tiny_transformer_learns_a_separable_task(tmp_path):
     """Trained on 32 articles, it must label the 32 sentences of 8 unseen articles (held-out test split)."""
-    from train import classifier, metrics
+    from newstag_model.probability import softmax
+    from train import metrics
 
     logged = {}
     cfg, splits, _, clf, accuracy = fit_separable(tmp_path, "export_onnx: false, train_precision: fp32",
@@ -488,7 +494,7 @@ def test_tiny_transformer_learns_a_separable_task(tmp_path):
     assert accuracy >= 0.9
     # Calibration reuses the dev logits of the evaluation that chose the kept epoch (no further dev pass): they must
     # be the saved model's own.  Twelve epochs, the best an early one: a later epoch's logits give another ECE.
-    own = classifier.softmax(clf.logits(splits.dev).astype(np.float64))
+    own = softmax(clf.logits(splits.dev).astype(np.float64))
     ece = metrics.expected_calibration_error(splits.dev["label"].tolist(), own, cfg.labels)
     assert logged["calibration/dev_ece_before"] == pytest.approx(ece, abs=1e-6)
 
@@ -500,7 +506,7 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from train import classifier
+    from newstag_model.load import load
 
     _, splits, bert, clf, accuracy = fit_separable(tmp_path, "freeze_layers: 1, train_precision: bf16, dropout: 0.0")
     saved = json.loads((tmp_path / "model" / "encoder" / "config.json").read_text())
@@ -512,7 +518,7 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert all(not torch.equal(before[k], after[k]) for k in learned if k.endswith("weight"))
     assert accuracy >= 0.9
-    onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
+    onnx = load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
 
 
@@ -549,7 +555,7 @@ def test_a_job_pins_the_runtime_auto_resolved_to(tmp_path, tiny_transformer):
     (another CPU kind) is refused instead of mixing the two runtimes' rows in one output."""
     from infer.job import Job, JobError
     from infer.tagger import Tagger
-    from train.classifier import native_bf16
+    from newstag_model.runtime import native_bf16
 
     src = tmp_path / "d.jsonl"
     src.write_text("".join(json.dumps({"id": f"a{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
@@ -575,10 +581,11 @@ def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
     from tiny_transformer import build_tiny_bert
     from transformers import TrainingArguments
 
-    from train import classifier, transformer
+    from newstag_model.encoder import encoder_classifier
+    from train import transformer
 
     _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d"])), 0.0)
-    model = classifier.encoder_classifier(encoder, 4, "mean", 0.0)
+    model = encoder_classifier(encoder, 4, "mean", 0.0)
     model.encoder.embeddings.position_embeddings.requires_grad_(False)  # as frozen: no group
     args = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
                              report_to="none", warmup_steps=4, max_steps=8)
@@ -606,10 +613,11 @@ def test_label_smoothing_softens_the_training_loss_only(tmp_path):
     from tiny_transformer import build_tiny_bert
     from transformers import TrainingArguments
 
-    from train import classifier, transformer
+    from newstag_model.encoder import encoder_classifier
+    from train import transformer
 
     _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"])), 0.0)
-    model = classifier.encoder_classifier(encoder, 4, "mean", 0.0)
+    model = encoder_classifier(encoder, 4, "mean", 0.0)
     torch.manual_seed(0)
     model.head.weight.data.normal_(0, 20.0)  # confident logits, where smoothing moves the loss most
     inputs = {"input_ids": torch.tensor([[2, 5, 6, 3], [2, 7, 8, 3], [2, 9, 3, 0]]),
@@ -637,7 +645,7 @@ def test_target_pooling_averages_the_target_sentence_through_its_separator(tmp_p
     from tiny_transformer import build_tiny_bert
     from transformers import AutoModel
 
-    from train.classifier import encoder_classifier
+    from newstag_model.encoder import encoder_classifier
 
     bert = build_tiny_bert(tmp_path / "bert", ["a b c d e f"])
     encoder = AutoModel.from_pretrained(bert)
@@ -658,13 +666,14 @@ def test_target_pooling_averages_the_target_sentence_through_its_separator(tmp_p
 def test_target_pooling_learns_and_its_onnx_graph_agrees(tmp_path):
     """Trained with `pooling: target` (sentence + empty context slots), saved and reloaded by its meta: it learns the
     separable task, and the exported graph computes the same pooling as torch."""
-    from train import classifier
+    from newstag_model.load import load
+    from newstag_model.schema import read_meta
 
     _, splits, _, clf, accuracy = fit_separable(tmp_path, "pooling: target, train_precision: fp32")
-    meta = classifier.read_meta(tmp_path / "model")
+    meta = read_meta(tmp_path / "model")
     assert (meta["pooling"], meta["sep_token_id"]) == ("target", 3)
     assert accuracy >= 0.9
-    onnx = classifier.load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
+    onnx = load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
 
 

@@ -2,7 +2,7 @@
 
 The pipeline selects columns of a DataFrame through a ColumnTransformer.  A pipeline fitted on a Series would,
 inside MLflow's pyfunc, iterate over a DataFrame's column names and silently return one row.  Article context
-(``prev``, ``next``, ``title`` from :func:`classifier.with_context`) gets its own vectorizers, scaled by
+(``prev``, ``next``, ``title`` from :func:`newstag_model.context.with_context`) gets its own vectorizers, scaled by
 ``context_weight``, so "said" before the target never reads as "said" in it.  The words outside quotation marks
 (``voice``) get a block of their own too: "allegedly" in the article's voice makes a sentence ``unverified``,
 inside a quotation it does not (guideline rule 3).
@@ -22,7 +22,12 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from train import classifier, metrics, stacking
+from newstag_model.baseline import BaselineClassifier
+from newstag_model.context import with_context
+from newstag_model.load import load
+from newstag_model.probability import log_softmax, pool_quote_spans, softmax, stack_features
+from newstag_model.schema import write_meta
+from train import metrics, stacking
 from train.config import Config
 from train.data import Splits
 from train.kinds import BaselineModel
@@ -87,15 +92,15 @@ class NBLogisticRegression(ClassifierMixin, BaseEstimator):
         return np.asarray(X @ self.coef_.T) + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        return classifier.softmax(self.decision_function(X))
+        return softmax(self.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.decision_function(X).argmax(axis=1)]
 
 
-def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.BaselineClassifier:
+def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> BaselineClassifier:
     context = {**cfg.context.for_model(), "voice": cfg.model.voice_weight > 0}
-    inputs = classifier.with_context(splits.train, **context)
+    inputs = with_context(splits.train, **context)
     for key, setting, column, what in (("title", "context.title", "title", "has a title"),
                                        ("quotes", "context.quotes", "quoted", "starts inside a quotation"),
                                        ("voice", "model.voice_weight", "voice", "has words outside quotation marks")):
@@ -111,29 +116,29 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             "config": cfg.model_dump(mode="json")}
     if stack:
         meta["stack_window"] = cfg.model.stack_window
-    classifier.write_meta(model_dir, meta)
-    clf = classifier.load(model_dir)
+    write_meta(model_dir, meta)
+    clf = load(model_dir)
     if cfg.model.temperature_scaling or cfg.model.tune_offsets:
         # One pass of the model over dev for both fits: the temperature, then the offsets on the tempered scores.
-        dev, gold = classifier.with_context(splits.dev, **context), splits.dev["label"].tolist()
+        dev, gold = with_context(splits.dev, **context), splits.dev["label"].tolist()
         scores, fitted = clf.scores(dev), {}
         if cfg.model.temperature_scaling:
             fitted = metrics.temperature_on_dev(scores, gold, cfg.labels)
             meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
         if cfg.model.tune_offsets:
-            offsets = metrics.macro_f1_offsets(classifier.log_softmax(scores / clf.temperature), gold, cfg.labels,
-                                               lambda proba: classifier.pool_quote_spans(proba, dev["span"]))
+            offsets = metrics.macro_f1_offsets(log_softmax(scores / clf.temperature), gold, cfg.labels,
+                                               lambda proba: pool_quote_spans(proba, dev["span"]))
             meta["offsets"] = offsets.tolist()
             clf.offsets = offsets
             fitted.update({f"calibration/offset_{label}": float(v) for label, v in zip(cfg.labels, offsets)})
         if log_step is not None:
             log_step(fitted)
-    classifier.write_meta(model_dir, meta)
+    write_meta(model_dir, meta)
     return clf
 
 
 def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, np.ndarray]:
-    """The second stage (``stack_window``): a multinomial regression on :func:`classifier.stack_features` of the
+    """The second stage (``stack_window``): a multinomial regression on :func:`newstag_model.probability.stack_features` of the
     first stage's out-of-fold train scores (``stack_folds`` folds of articles, so that each score comes from a model
     that never saw the sentence, as at tagging time), every train sentence weighted as in the first stage.  Returns
     its arrays in label order, for ``baseline.npz``."""
@@ -147,7 +152,7 @@ def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, n
             pipeline = build(cfg.model, cfg.seed, context).fit(inputs[rest], y[rest], clf__sample_weight=weight[rest])
             coef, intercept = stacking.label_rows(pipeline[-1], labels)
             scores[held_out] = pipeline[:-1].transform(inputs[held_out]) @ coef.T + intercept
-    features = classifier.stack_features(inputs, classifier.log_softmax(scores), cfg.model.stack_window)
+    features = stack_features(inputs, log_softmax(scores), cfg.model.stack_window)
     return stacking.fit(features, y, labels, cfg.seed, weight)
 
 

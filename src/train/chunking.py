@@ -1,5 +1,5 @@
 """Training data for a model that reads articles in chunks (``context.chunk_tokens``): one example a chunk, with
-the labels of the sentences it scores.  The chunks themselves are built by ``classifier.article_chunks``, the
+the labels of the sentences it scores.  The chunks themselves are built by ``newstag_model.encoding.article_chunks``, the
 function inference runs, so training reads exactly what the logged model will."""
 
 from __future__ import annotations
@@ -7,22 +7,23 @@ from __future__ import annotations
 import torch
 from tokenizers import Tokenizer
 
-from train import classifier
+from newstag_model.context import with_context
+from newstag_model.encoding import article_chunks
 
 
 def chunk_columns(tokenizer, frame, labels: list[int], context: dict, max_length: int,
                   weights: list[float] | None = None) -> dict[str, list]:
     """Dataset columns: each chunk's ids and mask, each token's sentence number in its chunk (`spans`, -1 for none),
     and its sentences' `labels` (and `weight`) in that order.  `tokenizer` is the transformers tokenizer; the chunks
-    use its `tokenizers` backend as ``classifier.encoder_tokenizer`` loads it at inference (no padding, truncation
+    use its `tokenizers` backend as ``newstag_model.encoding.encoder_tokenizer`` loads it at inference (no padding, truncation
     at `max_length`)."""
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
     backend.enable_truncation(max_length)
     columns = {"input_ids": [], "attention_mask": [], "spans": [], "labels": [],
                **({"weight": []} if weights is not None else {})}
-    framed = classifier.with_context(frame, **context)
-    for ids, owners in classifier.article_chunks(framed, backend, context["chunk_tokens"], context["window"],
+    framed = with_context(frame, **context)
+    for ids, owners in article_chunks(framed, backend, context["chunk_tokens"], context["window"],
                                                  max_length):
         rows = list(dict.fromkeys(r for r in owners if r >= 0))
         number = {r: k for k, r in enumerate(rows)}

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from train import classifier, kinds, metrics
+from newstag_model.context import with_context
+from newstag_model.load import EnsembleClassifier, load
+from newstag_model.probability import pool_quote_spans
+from newstag_model.schema import META, read_meta, write_meta
+from train import kinds, metrics
 from train.config import Config, ConfigError, member_config
 from train.data import Splits, load_splits
 
@@ -49,10 +53,10 @@ def _copy_logged(uri: str, target: Path, labels: tuple[str, ...], digest: str) -
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)) / "artifacts" / "model"
     except Exception as err:  # noqa: BLE001 - MLflow raises several types for a missing run, version or alias
         raise ConfigError(f"model.members: cannot fetch {uri!r}: {err}") from None
-    if not (local / classifier.META).is_file():
-        raise ConfigError(f"model.members: {uri} holds no newstag model (no artifacts/model/{classifier.META}): "
+    if not (local / META).is_file():
+        raise ConfigError(f"model.members: {uri} holds no newstag model (no artifacts/model/{META}): "
                           "another kind of MLflow model, or one whose artifacts were deleted")
-    meta = classifier.read_meta(local)
+    meta = read_meta(local)
     if tuple(meta["labels"]) != tuple(labels):
         raise ConfigError(f"model.members: {uri} predicts {meta['labels']}, not this config's labels {list(labels)}")
     if meta["kind"] == "ensemble":
@@ -73,7 +77,7 @@ def _prefixed(log_step, prefix: str):
     return lambda values, step=None: log_step({prefix + k: v for k, v in values.items()}, step=step)
 
 
-def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.EnsembleClassifier:
+def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> EnsembleClassifier:
     params, labels = cfg.model, cfg.labels
     sources = member_configs(cfg)
     members, runtimes = [], []
@@ -83,7 +87,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             _copy_logged(source, target, labels, splits.digest)
         else:
             kinds.get(source.model.kind).fit(source, load_splits(source), target, _prefixed(log_step, f"members/{name}/"))
-        member_meta = classifier.read_meta(target)
+        member_meta = read_meta(target)
         members.append({"name": name, "dir": f"members/{name}", "kind": member_meta["kind"],
                         "source": source if isinstance(source, str) else "trained in this run"})
         runtimes.append(member_meta.get("runtime"))
@@ -92,16 +96,16 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             "context": {"quote_spans": cfg.context.quote_spans}, "config": cfg.model_dump(mode="json")}
     if any(runtimes):
         meta["runtime"] = next(r for r in runtimes if r)  # lets `newstag tag --runtime` reach the encoder member
-    classifier.write_meta(model_dir, meta)
-    clf = classifier.load(model_dir)
+    write_meta(model_dir, meta)
+    clf = load(model_dir)
     scored = [(frame, clf.member_log_proba(frame)) for frame in (splits.dev, splits.test)]
     meta.update(choose_weights(clf, [m["name"] for m in members], scored, params.weights,
                                params.temperature_scaling, log_step))
-    classifier.write_meta(model_dir, meta)
-    return reusing(classifier.load(model_dir), scored)
+    write_meta(model_dir, meta)
+    return reusing(load(model_dir), scored)
 
 
-def reusing(clf: classifier.EnsembleClassifier, scored: list) -> classifier.EnsembleClassifier:
+def reusing(clf: EnsembleClassifier, scored: list) -> EnsembleClassifier:
     """`clf`, answering for the very frames already scored (dev and test) from memory: the members' outputs do
     not depend on the weights, and the run's shared evaluation would otherwise score every member on dev and
     test a second time (minutes for a transformer member on two cores)."""
@@ -117,7 +121,7 @@ def reusing(clf: classifier.EnsembleClassifier, scored: list) -> classifier.Ense
     return clf
 
 
-def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], scored: list, weights,
+def choose_weights(clf: EnsembleClassifier, names: list[str], scored: list, weights,
                    temperature_scaling: bool, log_step=None) -> dict:
     """The weights (given, or best dev macro-F1 on the grid) and the dev temperature, from each member's
     log-probabilities on dev and test (`scored`, in that order); each member's own dev and test scores go to
@@ -125,19 +129,19 @@ def choose_weights(clf: classifier.EnsembleClassifier, names: list[str], scored:
     evaluator, labels = metrics.Evaluator(clf.labels), clf.labels
     logged: dict[str, float] = {}
     parts = {split: (frame, log_proba,
-                     classifier.with_context(frame, quote_spans=bool(clf.context.get("quote_spans")))["span"])
+                     with_context(frame, quote_spans=bool(clf.context.get("quote_spans")))["span"])
              for split, (frame, log_proba) in zip(("dev", "test"), scored)}
     for i, name in enumerate(names):
         for split, (frame, log_proba, _) in parts.items():
-            own = classifier.with_context(frame, **clf.members[i].context)["span"]
-            scores = evaluator.scores(frame["label"].tolist(), classifier.pool_quote_spans(np.exp(log_proba[i]), own),
+            own = with_context(frame, **clf.members[i].context)["span"]
+            scores = evaluator.scores(frame["label"].tolist(), pool_quote_spans(np.exp(log_proba[i]), own),
                                       split, intervals=False)
             logged.update({f"members/{name}/{k}": v for k, v in scores.items()})
     dev, log_proba, span = parts["dev"]
     y_dev = dev["label"].tolist()
 
     def dev_f1(w) -> float:
-        return evaluator.primary(y_dev, classifier.pool_quote_spans(clf.combine(log_proba, w, 1.0), span))[
+        return evaluator.primary(y_dev, pool_quote_spans(clf.combine(log_proba, w, 1.0), span))[
             metrics.PRIMARY_NAME]
 
     if weights is None:

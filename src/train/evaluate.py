@@ -12,7 +12,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from train import classifier, metrics, plots, tracking
+from newstag_model.schema import model_inputs
+from train import metrics, plots, tracking
 from train.metrics import Evaluator, Report
 
 
@@ -45,7 +46,7 @@ def proba_from_output(output: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray
 
 def score_model(model, frame: pd.DataFrame, evaluator: Evaluator, split: str) -> Report:
     """A loaded pyfunc's report on labelled rows, each sentence read in its article as `newstag tag` reads it."""
-    labels, proba = proba_from_output(model.predict(classifier.model_inputs(frame)))
+    labels, proba = proba_from_output(model.predict(model_inputs(frame)))
     if labels != evaluator.labels:
         raise ValueError(f"the model answered labels {labels}, its metadata says {evaluator.labels}")
     return evaluator.report(frame, proba, split)

@@ -3,9 +3,9 @@
 Config validation, the trainer table, the logged model's pip requirements and ``newstag tag --runtime`` all read
 this registry, so adding a kind is a trainer module plus its config section and one ``register`` line here
 (README "Adding a model kind").  Trainers are named as ``module:function`` and imported only when their kind
-trains, so validating a baseline config never imports torch.  The loader classes live in ``classifier.py``:
-MLflow copies that file alone into each model, so it keeps its own dispatch on ``meta["kind"]``
-(``classifier.LOADERS``), which a test holds equal to this registry.
+trains, so validating a baseline config never imports torch.  The loader classes live in the ``newstag_model``
+package, which travels alone with each model and so keeps its own dispatch on ``meta["kind"]``
+(``newstag_model.load.LOADERS``), which a test holds equal to this registry.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from train import classifier
+from newstag_model.baseline import BaselineClassifier
+from newstag_model.load import EnsembleClassifier
+from newstag_model.runtime import AUTO, RUNTIMES
+from newstag_model.transformer import TransformerClassifier
 
 
 class Strict(BaseModel):
@@ -31,7 +34,7 @@ class Kind:
     name: str
     params: type[Strict]  # the `model:` section of a config of this kind
     trainer: str  # "module:function" with fit(cfg, splits, model_dir, log_step) -> classifier
-    loader: type  # the class in classifier.py that loads a model directory of this kind
+    loader: type  # the class in newstag_model that loads a model directory of this kind
     requirements: tuple[str, ...]  # pip distributions its logged model needs beyond COMMON_REQUIREMENTS
     runtimes: tuple[str, ...] = ()  # inference runtimes it can switch between at load time
     check: str = ""  # "module:function" with check(cfg): what validation cannot see (files a config names)
@@ -50,7 +53,7 @@ def _call(target: str, *args, **kwargs):
     return getattr(importlib.import_module(module), function)(*args, **kwargs)
 
 
-# What classifier.py imports at module level: every logged model needs these.
+# What newstag_model imports at module level: every logged model needs these.
 COMMON_REQUIREMENTS = ("mlflow", "pandas", "numpy")
 KINDS: dict[str, Kind] = {}
 
@@ -131,7 +134,7 @@ class TransformerModel(Strict):
         1.0, gt=0, le=1, description="the head learns at learning_rate, each encoder block at this times the rate of "
                                      "the block above it (1: one rate for all): the lower, more general blocks move "
                                      "less (layer-wise learning-rate decay)")
-    runtime: Literal[(classifier.AUTO, *classifier.RUNTIMES)] = Field(
+    runtime: Literal[(AUTO, *RUNTIMES)] = Field(
         "torch", description="inference runtime of the logged model (torch when there is no ONNX graph); auto: "
                              "torch-bf16 on CPUs with native bfloat16, else onnx, chosen where the model loads")
     temperature_scaling: bool = True
@@ -180,13 +183,13 @@ class EnsembleModel(Strict):
         return [m.name or (Path(m.config).stem if m.config else f"member{i}") for i, m in enumerate(self.members)]
 
 
-register(Kind("baseline", BaselineModel, "train.baseline:fit", classifier.BaselineClassifier,
+register(Kind("baseline", BaselineModel, "train.baseline:fit", BaselineClassifier,
               requirements=("scikit-learn",)))
-register(Kind("transformer", TransformerModel, "train.transformer:fit", classifier.TransformerClassifier,
+register(Kind("transformer", TransformerModel, "train.transformer:fit", TransformerClassifier,
               requirements=("torch", "transformers", "safetensors", "onnxruntime"),
-              runtimes=(classifier.AUTO, *classifier.RUNTIMES)))
+              runtimes=(AUTO, *RUNTIMES)))
 # An ensemble needs what its members' kinds need (tracking reads them from the model's meta.json).
-register(Kind("ensemble", EnsembleModel, "train.ensemble:fit", classifier.EnsembleClassifier, requirements=(),
+register(Kind("ensemble", EnsembleModel, "train.ensemble:fit", EnsembleClassifier, requirements=(),
               check="train.ensemble:member_configs"))
 
 

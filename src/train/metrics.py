@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from train.classifier import softmax
+from newstag_model.probability import softmax
 
 PRIMARY = "dev/macro_f1"  # early stopping and the best checkpoint rank by it; so should `promote --best-by`
 PRIMARY_SPLIT, PRIMARY_NAME = PRIMARY.split("/", 1)  # the HF Trainer adds its own prefix (eval_macro_f1)

@@ -12,10 +12,7 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-
 from urllib.parse import urlsplit
-
-import numpy as np
 
 from train.config import LABELS
 from train.provenance import load_exclusions, outlet_group, outlet_of, outlet_split, url_hash, url_key

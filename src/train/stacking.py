@@ -1,4 +1,4 @@
-"""The second stage (``model.stack_window``): a multinomial regression over :func:`classifier.stack_features`, so a
+"""The second stage (``model.stack_window``): a multinomial regression over :func:`newstag_model.probability.stack_features`, so a
 sentence is scored with its neighbours' first-stage labels ("The company denied it." after an allegation, the inside
 pieces of a quotation after the sentence that names its speaker).
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from train import classifier
+from newstag_model.probability import stack_features
 
 ABSENT = -30.0  # the score of a label that a fitted model never saw
 
@@ -36,7 +36,7 @@ def fit_on_dev(frame: pd.DataFrame, log_proba: np.ndarray, gold: list[str], labe
                folds: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The stage fitted on all of dev, and dev's cross-fitted second-stage scores: each article's from a stage fitted
     on the other folds.  No stage ({}, the first stage's scores) where dev has a single label."""
-    features, y = classifier.stack_features(frame, log_proba, window), np.asarray(gold)
+    features, y = stack_features(frame, log_proba, window), np.asarray(gold)
     if len(set(y)) < 2:
         return {}, log_proba
     fold, held_out = article_folds(frame["article"], folds, seed), np.zeros_like(log_proba)

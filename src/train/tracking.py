@@ -23,11 +23,16 @@ import pandas as pd
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
-from train import classifier, kinds, plots
+import newstag_model
+from newstag_model.load import load
+from newstag_model.schema import INPUT_COLUMNS, model_inputs, predictions_frame, read_meta
+from train import kinds, plots
 from train.config import Config, flatten, resolved_yaml
 from train.data import Splits
 
-MODEL_CODE = Path(classifier.__file__)
+# The logged model's code: the package travels with every model (code_paths), pyfunc.py is its models-from-code file.
+MODEL_PACKAGE = Path(newstag_model.__file__).parent
+MODEL_CODE = MODEL_PACKAGE / "pyfunc.py"
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -142,7 +147,7 @@ def log_table(frame: pd.DataFrame, path: str) -> None:
 
 
 INPUT_SCHEMA = Schema([ColSpec(kind, name, required=required)
-                       for name, (kind, required) in classifier.INPUT_COLUMNS.items()])
+                       for name, (kind, required) in INPUT_COLUMNS.items()])
 
 
 def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple[str, str | None]:
@@ -150,13 +155,14 @@ def log_model(model_dir: Path, cfg: Config, example_rows: pd.DataFrame) -> tuple
 
     Only `text` is required; rows that share an `article_id` are read in their article's context.
     """
-    example = classifier.model_inputs(example_rows).reset_index(drop=True)
-    meta = classifier.read_meta(model_dir)
-    output = classifier.predictions_frame(cfg.labels, classifier.load(model_dir).predict_proba(example))
+    example = model_inputs(example_rows).reset_index(drop=True)
+    meta = read_meta(model_dir)
+    output = predictions_frame(cfg.labels, load(model_dir).predict_proba(example))
     with _without_registry_chatter():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(MODEL_CODE),
+            code_paths=[str(MODEL_PACKAGE)],
             artifacts={"model": str(model_dir)},
             signature=ModelSignature(INPUT_SCHEMA, infer_signature(example[["text"]], output).outputs),
             input_example=example,
@@ -194,11 +200,11 @@ def _without_registry_chatter():
 
 def log_resolved(model_dir: Path) -> None:
     """What the config left to the machine (``auto`` settings) as the run's ``resolved.*`` tags."""
-    mlflow.set_tags({f"resolved.{k}": v for k, v in (classifier.read_meta(model_dir).get("resolved") or {}).items()})
+    mlflow.set_tags({f"resolved.{k}": v for k, v in (read_meta(model_dir).get("resolved") or {}).items()})
 
 
 def keep_model_files(model_dir: Path) -> None:
-    """The trained model directory as plain run artifacts (``model-files/``), loadable with ``classifier.load``."""
+    """The trained model directory as plain run artifacts (``model-files/``), loadable with ``newstag_model.load.load``."""
     mlflow.log_artifacts(str(model_dir), artifact_path="model-files")
     warnings.warn(f"logging the model failed; its files are kept in run {mlflow.active_run().info.run_id} "
                   "under model-files/", stacklevel=2)

@@ -21,7 +21,15 @@ from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWith
                           PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
 from transformers.utils import logging as hf_logging
 
-from train import chunking, classifier, metrics, pretrained, progress, stacking
+from newstag_model.context import with_context
+from newstag_model.encoder import encoder_classifier
+from newstag_model.encoding import encoder_inputs
+from newstag_model.load import load
+from newstag_model.probability import log_softmax, pool_quote_spans, softmax
+from newstag_model.runtime import native_bf16
+from newstag_model.schema import write_meta
+from newstag_model.transformer import TransformerClassifier
+from train import chunking, metrics, pretrained, progress, stacking
 from train.config import Config, ConfigError
 from train.data import Splits
 
@@ -177,14 +185,14 @@ def _quiet():
 
 
 def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int, weights=None):
-    """Token ids of exactly what the logged model will read (classifier.encoder_inputs, or with chunk_tokens the
+    """Token ids of exactly what the logged model will read (encoder_inputs, or with chunk_tokens the
     article chunks: train/chunking.py), plus labels/weights."""
     from datasets import Dataset
 
     weights = None if weights is None else [float(w) for w in weights]
     if context.get("chunk_tokens"):
         return Dataset.from_dict(chunking.chunk_columns(tokenizer, frame, labels, context, max_length, weights))
-    texts, pairs = classifier.encoder_inputs(classifier.with_context(frame, **context), tokenizer.sep_token or "|",
+    texts, pairs = encoder_inputs(with_context(frame, **context), tokenizer.sep_token or "|",
                                              bool(context["window"] or context["title"]))
     enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length, return_token_type_ids=False)
     columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
@@ -219,7 +227,7 @@ def export_onnx(model, tokenizer, model_dir: Path, quantize: bool = True) -> Non
                              weight_type=QuantType.QInt8)
 
 
-def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifier.TransformerClassifier:
+def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> TransformerClassifier:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     params, labels, context = cfg.model, cfg.labels, cfg.context.for_model()
@@ -237,7 +245,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         raise ConfigError(f"context.chunk_tokens: {params.name_or_path!r} reads at most {positions - 2} tokens an "
                           f"input, not {context['chunk_tokens']}")
     torch.manual_seed(cfg.seed)
-    model = classifier.encoder_classifier(encoder, len(labels), params.pooling,
+    model = encoder_classifier(encoder, len(labels), params.pooling,
                                           0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
                                           chunked=chunked)
     freeze_lower(model.encoder, params.freeze_layers)
@@ -255,11 +263,11 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         the dev set's row order, so quotation pooling (which the final dev and test scores include) is left out."""
         logits = prediction.predictions.astype(np.float64).reshape(-1, len(labels))
         ids = np.asarray(prediction.label_ids).reshape(-1)  # chunks: padded with -100 (chunking.collator)
-        return evaluator.primary([labels[i] for i in ids[ids >= 0]], classifier.softmax(logits[ids >= 0]))
+        return evaluator.primary([labels[i] for i in ids[ids >= 0]], softmax(logits[ids >= 0]))
 
     precision = params.train_precision
     if precision == "auto":
-        precision = "bf16" if classifier.native_bf16() else "fp32"
+        precision = "bf16" if native_bf16() else "fp32"
     bf16 = precision == "bf16"
     # Dev is scored each epoch only when there is an epoch to choose: with one, the Trainer's dev pass (minutes for a
     # base-size encoder on two cores) would repeat the final evaluation.
@@ -309,7 +317,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
             "sep_token_id": tokenizer.sep_token_id, "batch_size": params.eval_batch_size, "runtime": "torch",
             "temperature": 1.0, "context": context, "config": cfg.model_dump(mode="json"),
             "resolved": {"train_precision": precision}}
-    classifier.write_meta(model_dir, meta)
+    write_meta(model_dir, meta)
     # Every runtime travels with the model, so `newstag tag --runtime` can switch without re-logging.  No export
     # (a quick experiment) or a failed one costs the ONNX runtimes, never the trained model (`auto` then falls back
     # to torch by itself).
@@ -321,8 +329,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         except Exception as err:  # noqa: BLE001 - any exporter failure; the torch model stays usable
             warnings.warn(f"ONNX export failed, the model keeps the torch runtimes only: {err}", stacklevel=1)
             meta["runtime"] = without_graph
-    classifier.write_meta(model_dir, meta)
-    clf = classifier.load(model_dir)
+    write_meta(model_dir, meta)
+    clf = load(model_dir)
     if params.temperature_scaling:
         # Fitted on the dev logits of the runtime the model is logged with; the classifier keeps them, so the final
         # dev report that follows does not run dev through the encoder again.
@@ -330,7 +338,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> classifi
         meta["temperature"] = clf.temperature = fitted["calibration/temperature"]
         if log_step is not None:
             log_step(fitted)
-        classifier.write_meta(model_dir, meta)
+        write_meta(model_dir, meta)
     if params.stack_window:
         fit_stack(clf, cfg, splits, model_dir, meta, evaluator, log_step)
     return clf
@@ -341,8 +349,8 @@ def fit_stack(clf, cfg: Config, splits: Splits, model_dir: Path, meta: dict, eva
     calibration has just computed (cached), saved as ``stack.npz``; `clf` keeps dev's cross-fitted probabilities
     for the run's dev report."""
     params, gold = cfg.model, splits.dev["label"].tolist()
-    dev = classifier.with_context(splits.dev, **clf.context)
-    first = classifier.log_softmax(clf.logits(splits.dev).astype(np.float64) / clf.temperature)
+    dev = with_context(splits.dev, **clf.context)
+    first = log_softmax(clf.logits(splits.dev).astype(np.float64) / clf.temperature)
     arrays, held_out = stacking.fit_on_dev(dev, first, gold, list(cfg.labels), params.stack_window,
                                            params.stack_folds, cfg.seed)
     if not arrays:
@@ -350,9 +358,9 @@ def fit_stack(clf, cfg: Config, splits: Splits, model_dir: Path, meta: dict, eva
         return
     np.savez(model_dir / "stack.npz", **arrays)
     meta["stack_window"] = params.stack_window
-    classifier.write_meta(model_dir, meta)
+    write_meta(model_dir, meta)
     clf.stack_window, clf.stack = params.stack_window, (arrays["stack.coef"], arrays["stack.intercept"])
-    clf.cross_fitted = {"dev": classifier.pool_quote_spans(classifier.softmax(held_out), dev["span"])}
+    clf.cross_fitted = {"dev": pool_quote_spans(softmax(held_out), dev["span"])}
     if log_step is not None:  # the first stage's dev score, beside the run's dev/macro_f1 (the second stage's)
-        before = evaluator.primary(gold, classifier.pool_quote_spans(np.exp(first), dev["span"]))
+        before = evaluator.primary(gold, pool_quote_spans(np.exp(first), dev["span"]))
         log_step({"calibration/stack_dev_macro_f1_first_stage": before[metrics.PRIMARY_NAME]})

@@ -85,7 +85,7 @@ def test_flattened_params_are_stable_names():
     params = flatten(load_config(ROOT / "configs/baseline.yaml"))
     assert params["model.kind"] == "baseline"
     assert params["data.path"] == "data/corpus/sentences.jsonl"
-    assert params["model.word_ngrams"] == "1,2"
+    assert params["model.word_ngrams"] == "1,3"
     members = flatten(load_config(ROOT / "configs/ensemble.yaml"))
     assert members["model.members.0.config"] == str(ROOT / "configs" / "transformer.yaml")  # relative to its file
     assert members["model.members.1.config"] == str(ROOT / "configs" / "baseline.yaml")

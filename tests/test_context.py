@@ -108,7 +108,7 @@ def test_title_feature_without_titles_trains_a_title_blind_model(tmp_path):
     with pytest.warns(UserWarning, match="no train sentence .* has a title"):
         baseline.fit(cfg, load_splits(cfg), tmp_path / "m")
     assert read_meta(tmp_path / "m")["context"] == {"window": 1, "neighbour_words": 0, "title": False,
-                                                               "quotes": False, "quote_spans": True, "voice": True}
+                                                    "quotes": False, "quote_spans": True, "voice": True}
     assert continuation_accuracy(tmp_path / "m", load_splits(cfg).test) == 1.0
 
 
@@ -117,7 +117,7 @@ def test_quoted_starts_follow_the_marks_from_sentence_to_sentence():
                "The vote is on Friday.", "\u201cIt is over.", "Nobody will stay.\u201d", "He left.",
                'She said: "Run." Then "Stop."', "Done.", '"Nothing (he said "never") is final.', "Ever."]
     assert quoted_starts(article) == [False, True, True, False, False, True, False, False, False, False,
-                                                 False]
+                                      False]
     # A quotation left open runs three unmarked sentences at most: a stray mark does not make the rest speech.
     stray = ['He called it "the end.', "One.", "Two.", "Three.", "Four.", "Five."]
     assert quoted_starts(stray) == [False, True, True, True, False, False]

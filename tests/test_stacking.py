@@ -198,8 +198,8 @@ def test_dev_cross_fitted_scores_of_an_article_never_read_its_own_labels():
     changes the stage fitted on all of dev, and not that article's cross-fitted scores."""
     rng = np.random.default_rng(0)
     frame = with_context(pd.DataFrame({"text": [f"s{i}" for i in range(200)],
-                                                  "article_id": [f"a{i // 5}" for i in range(200)],
-                                                  "sentence_index": [i % 5 for i in range(200)]}))
+                                       "article_id": [f"a{i // 5}" for i in range(200)],
+                                       "sentence_index": [i % 5 for i in range(200)]}))
     labels = ["a", "b", "c"]
     gold = [labels[i] for i in rng.integers(0, 3, 200)]
     log_proba = log_softmax(rng.normal(size=(200, 3)) + 2 * np.eye(3)[[labels.index(g) for g in gold]])

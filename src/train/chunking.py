@@ -24,7 +24,7 @@ def chunk_columns(tokenizer, frame, labels: list[int], context: dict, max_length
                **({"weight": []} if weights is not None else {})}
     framed = with_context(frame, **context)
     for ids, owners in article_chunks(framed, backend, context["chunk_tokens"], context["window"],
-                                                 max_length):
+                                      max_length):
         rows = list(dict.fromkeys(r for r in owners if r >= 0))
         number = {r: k for k, r in enumerate(rows)}
         columns["input_ids"].append(ids)

@@ -193,7 +193,7 @@ def _encode(tokenizer, frame, labels: list[int], context: dict, max_length: int,
     if context.get("chunk_tokens"):
         return Dataset.from_dict(chunking.chunk_columns(tokenizer, frame, labels, context, max_length, weights))
     texts, pairs = encoder_inputs(with_context(frame, **context), tokenizer.sep_token or "|",
-                                             bool(context["window"] or context["title"]))
+                                  bool(context["window"] or context["title"]))
     enc = tokenizer(texts, pairs, truncation="longest_first", max_length=max_length, return_token_type_ids=False)
     columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
     if weights is not None:
@@ -246,8 +246,8 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
                           f"input, not {context['chunk_tokens']}")
     torch.manual_seed(cfg.seed)
     model = encoder_classifier(encoder, len(labels), params.pooling,
-                                          0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
-                                          chunked=chunked)
+                               0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
+                               chunked=chunked)
     freeze_lower(model.encoder, params.freeze_layers)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])

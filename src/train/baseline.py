@@ -138,10 +138,10 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Baseline
 
 
 def fit_stack(cfg: Config, context: dict, inputs, splits: Splits) -> dict[str, np.ndarray]:
-    """The second stage (``stack_window``): a multinomial regression on :func:`newstag_model.probability.stack_features` of the
-    first stage's out-of-fold train scores (``stack_folds`` folds of articles, so that each score comes from a model
-    that never saw the sentence, as at tagging time), every train sentence weighted as in the first stage.  Returns
-    its arrays in label order, for ``baseline.npz``."""
+    """The second stage (``stack_window``): a multinomial regression on
+    :func:`newstag_model.probability.stack_features` of the first stage's out-of-fold train scores (``stack_folds``
+    folds of articles, so that each score comes from a model that never saw the sentence, as at tagging time), every
+    train sentence weighted as in the first stage.  Returns its arrays in label order, for ``baseline.npz``."""
     labels, y = list(cfg.labels), splits.train["label"].to_numpy()
     weight = splits.train["weight"].to_numpy()
     fold = stacking.article_folds(inputs["article"], cfg.model.stack_folds, cfg.seed)

@@ -1,6 +1,7 @@
 """Training data for a model that reads articles in chunks (``context.chunk_tokens``): one example a chunk, with
-the labels of the sentences it scores.  The chunks themselves are built by ``newstag_model.encoding.article_chunks``, the
-function inference runs, so training reads exactly what the logged model will."""
+the labels of the sentences it scores.  The chunks themselves are built by
+``newstag_model.encoding.article_chunks``, the function inference runs, so training reads exactly what the logged
+model will."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ def chunk_columns(tokenizer, frame, labels: list[int], context: dict, max_length
                   weights: list[float] | None = None) -> dict[str, list]:
     """Dataset columns: each chunk's ids and mask, each token's sentence number in its chunk (`spans`, -1 for none),
     and its sentences' `labels` (and `weight`) in that order.  `tokenizer` is the transformers tokenizer; the chunks
-    use its `tokenizers` backend as ``newstag_model.encoding.encoder_tokenizer`` loads it at inference (no padding, truncation
-    at `max_length`)."""
+    use its `tokenizers` backend as ``newstag_model.encoding.encoder_tokenizer`` loads it at inference (no padding,
+    truncation at `max_length`)."""
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_padding()
     backend.enable_truncation(max_length)

@@ -1,6 +1,7 @@
-"""The second stage (``model.stack_window``): a multinomial regression over :func:`newstag_model.probability.stack_features`, so a
-sentence is scored with its neighbours' first-stage labels ("The company denied it." after an allegation, the inside
-pieces of a quotation after the sentence that names its speaker).
+"""The second stage (``model.stack_window``): a multinomial regression over
+:func:`newstag_model.probability.stack_features`, so a sentence is scored with its neighbours' first-stage labels
+("The company denied it." after an allegation, the inside pieces of a quotation after the sentence that names its
+speaker).
 
 It must learn from scores the first stage gives sentences it never saw, as at tagging time.  The baseline gets
 them on train, out of fold (``baseline.fit_stack``: five cheap refits).  The transformer cannot (k fine-tunings),

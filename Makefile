@@ -23,7 +23,13 @@ setup: $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 retry = for try in 1 2 3; do $(1) && break; test $$try = 3 && exit 1; \
 	echo "make: pip failed (try $$try of 3; a dropped download is the usual cause); retrying in 30 s" >&2; sleep 30; done
 
+# What setup and the tests take on disk (measured 2026-12-07): the environment ~3.3 GB, pip's cache ~0.45 GB, the
+# encoder unpacked into ~/.cache/newstag ~0.42 GB (twice that while it unpacks), Debian's Java and Chromium ~0.5 GB.
+# Too little room shows as pip's "No space left on device" half-way through (seen in CI): say so first.
+NEED_MB := 5500
 $(VENV)/.installed-%: pyproject.toml constraints.txt
+	@free=$$(df -Pm . | awk 'NR==2 {print $$4}'); if [ "$${free:-$(NEED_MB)}" -lt $(NEED_MB) ]; then \
+		echo "make: only $$free MB free on this disk; setup and the tests need about $(NEED_MB) MB" >&2; fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(call retry,$(BIN)/pip install -q --retries 10 --upgrade pip)
 	$(call retry,$(BIN)/pip install -q --resume-retries 10 -c constraints.txt "torch==2.13.0" -e ".[$(EXTRAS)]")

@@ -192,3 +192,43 @@ def test_validate_refuses_a_paraphrase_across_splits_and_only_warns_on_stock_lin
     assert "across splits train/test" in messages[0]
     assert any(m.startswith("warning:") and "c.jsonl:4: near duplicate of line 3" in m and "short stock line" in m
                for m in messages)
+
+
+def test_copycheck_flags_copies_of_the_page_and_passes_paraphrases(tmp_path):
+    """The page comparison a writer runs on their own file: a 15-word run and a quote one word off the page are
+    flagged (file, line, article, sentence), a close paraphrase and a shorter shared run are not, an article whose
+    excerpt was not saved is reported and the rest still checked; the exit status says whether anything was."""
+    import subprocess
+    import sys
+
+    page = ("Firefighters were called to the warehouse on Mill Lane shortly after midnight on Tuesday and fought the "
+            "blaze for more than six hours before it was brought under control, the county fire service said. "
+            "\u201cWe are devastated by what has happened,\u201d the owner said. Nobody was injured.")
+    sentences = [
+        "Crews were sent to the Mill Lane warehouse soon after midnight on Tuesday, the county fire service said.",
+        "Firefighters fought the blaze for more than six hours before it was brought under control, the county fire service said.",
+        "\u201cWe are devastated by what happened,\u201d the owner said.",
+        "No one was hurt.",
+    ]
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "zz-001.txt").write_text(page, encoding="utf-8")
+    raw = tmp_path / "zz.jsonl"
+    raw.write_text("".join(json.dumps(a) + "\n" for a in [
+        {"article_id": "zz-001", "title": "Night blaze destroys Mill Lane warehouse", "sentences": [{"text": t} for t in sentences]},
+        {"article_id": "zz-002", "title": "No page saved", "sentences": [{"text": "A sentence."}]}]))
+    run = subprocess.run([sys.executable, "-m", "train.copycheck", str(raw), "--excerpts", str(tmp_path / "pages")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stdout.splitlines() == [
+        f"{raw}:1: zz-001 sentence 1: 19 words in a row as on the page: {sentences[1]}",
+        f"{raw}:1: zz-001 sentence 2: the page's words but for one: {sentences[2]}",
+        f"{raw}:2: zz-002: no saved excerpt {tmp_path / 'pages' / 'zz-002.txt'}",
+        "3 flagged"]
+    (tmp_path / "pages" / "zz-002.txt").write_text("An unrelated page.", encoding="utf-8")
+    reworded = [sentences[0], "Crews spent over six hours on the fire before it was under control, officers added.",
+                "\u201cWhat has happened has devastated us,\u201d the owner said.", sentences[3]]
+    raw.write_text(json.dumps({"article_id": "zz-001", "title": "Warehouse fire",
+                               "sentences": [{"text": t} for t in reworded]}) + "\n")
+    run = subprocess.run([sys.executable, "-m", "train.copycheck", str(raw), "--excerpts", str(tmp_path / "pages")],
+                         capture_output=True, text=True)
+    assert (run.returncode, run.stdout) == (0, "0 flagged\n")

@@ -92,8 +92,9 @@ def load_encoder_classifier(model_dir: Path, meta: dict, plain: bool = False):
 def mpnet_encoder(encoder_dir: Path):
     """An MPNet encoder (all-mpnet-base-v2's architecture, the default) in plain torch from its logged weights, for
     the reduced runtimes: transformers' ``MPNetModel`` arithmetic (tested against it) without importing
-    transformers (~1.7 s of a one-article ``newstag tag``, README "Tagging throughput").  Inference only.  Module
-    names are transformers', so the weights load as they are and :func:`reduced_precision` finds the same layers."""
+    transformers (~1.7 s of a one-article ``newstag tag``, docs/benchmarks.md "Tagging throughput").  Inference
+    only.  Module names are transformers', so the weights load as they are and :func:`reduced_precision` finds the
+    same layers."""
     import math
 
     import torch

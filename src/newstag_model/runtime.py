@@ -25,9 +25,10 @@ def reduced_precision(model, runtime: str):
     A sentence scores the same in any batch: int8 scales are per row, and every bf16 product has exactly
     ``BF16_ROWS`` rows.  oneDNN's AMX kernels pick their blocking, and so the fp32
     summation order, by the row count: without fixed blocks a probability moved by 2e-2 between batch sizes on an
-    AMX Xeon (1e-7 with them, README "Tagging throughput").  256 rows is also a count whose results do not change
-    with the thread count there, and small calls (one article) pay little for it: 768-row blocks, faster alone for
-    the widening products, gained ~2 % on a 1,200-sentence dump and cost a one-sentence call 72 ms instead of 46.
+    AMX Xeon (1e-7 with them, docs/benchmarks.md "Tagging throughput").  256 rows is also a count whose results do
+    not change with the thread count there, and small calls (one article) pay little for it: 768-row blocks, faster
+    alone for the widening products, gained ~2 % on a 1,200-sentence dump and cost a one-sentence call 72 ms instead
+    of 46.
     An intermediate (feed-forward) layer keeps its bf16 output, bias included, for the next product, with an exact
     GELU applied by oneDNN to the product's fp32 sums: no fp32 round trip and no pass of its own over the widest
     activations."""

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 from train.corpus import build
 from train.dedup import near_duplicates
@@ -162,6 +162,41 @@ def test_provenance_split_answers_the_built_corpus_first_then_the_outlet_hash(tm
     answers = [line.split("\t")[:3] for line in done.stdout.splitlines()]
     assert answers == [["ok", moved, "edition.outlet0.com"], ["ok", outlet_split("outlet1.com", 13), "outlet1.com"],
                        ["ok", "test", f"news.{fresh}"]]
+
+
+def test_a_rebuild_that_would_move_an_article_to_another_split_is_refused(tmp_path):
+    """An added article that retells a held-out story joins its outlet to the held-out one, which silently moved
+    earlier articles between train and dev: the rebuild names the move and its cause, keeps the old file, and
+    re-splits only when asked to.  An unrelated addition builds as before."""
+    from train.provenance import outlet_split
+
+    train = next(f"t{i}.com" for i in range(500) if outlet_split(f"t{i}.com", 13) == "train")
+    held = next(f"h{i}.com" for i in range(500) if outlet_split(f"h{i}.com", 13) == "dev")
+    story = ["Police in Leeds arrested Tomas Varga, 34, on Friday after the Kirkgate fire.",
+             "The blaze at Kirkgate Market destroyed 40 stalls, West Yorkshire Fire Service said.",
+             "Varga was charged with arson and appears at Leeds Magistrates on Monday."] * 3
+    articles = [real_article("d", f"https://{held}/d", texts=story[:8]), real_article("t", f"https://{train}/t")]
+    out, rows = built_rows(tmp_path, articles)
+    assert {r["article_id"]: r["split"] for r in rows if r["origin"] == "real"} == {"d": "dev", "t": "train"}
+    real = tmp_path / "real" / "w.jsonl"
+    unrelated = real_article("u", f"https://{train}/u")
+    real.write_text("".join(json.dumps(a) + "\n" for a in [*articles, unrelated]))
+    run_cli("data", "build", "--raw", tmp_path / "raw", "--real", tmp_path / "real", "--out", out, check=True)
+    before = out.read_bytes()
+
+    retold = [t.replace("arrested", "detained").replace("destroyed", "wrecked") for t in story[:8]]
+    real.write_text("".join(json.dumps(a) + "\n" for a in [*articles, unrelated,
+                                                           real_article("n", f"https://{train}/n", texts=retold)]))
+    done = run_cli("data", "build", "--raw", tmp_path / "raw", "--real", tmp_path / "real", "--out", out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "2 articles already in" in done.stderr and "t train -> dev" in done.stderr and "u train -> dev" in done.stderr
+    assert "added article n joins its outlet to d's" in done.stderr
+    assert out.read_bytes() == before
+
+    run_cli("data", "build", "--raw", tmp_path / "raw", "--real", tmp_path / "real", "--out", out,
+            "--allow-split-changes", check=True)
+    splits = {json.loads(l)["article_id"]: json.loads(l)["split"] for l in out.read_text().splitlines()}
+    assert splits["n"] == splits["t"] == splits["u"] == splits["d"] == "dev"
 
 
 def test_two_paraphrases_of_one_story_are_one_story(tmp_path):

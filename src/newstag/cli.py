@@ -91,7 +91,7 @@ def cmd_data(args) -> int:
     if args.action == "build":
         from train.corpus import build
 
-        _emit(build(args.raw, args.out, seed=args.seed, real=args.real))
+        _emit(build(args.raw, args.out, seed=args.seed, real=args.real, allow_split_changes=args.allow_split_changes))
         return 0
     if args.action == "card":
         from train.card import card
@@ -221,6 +221,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--real", default="data/corpus/real/raw", help="real-news articles (split by outlet)")
     b.add_argument("--out", default="data/corpus/sentences.jsonl")
     b.add_argument("--seed", type=int, default=CORPUS_SEED)
+    b.add_argument("--allow-split-changes", action="store_true",
+                   help="replace --out even when articles already in it change split (a deliberate re-split)")
     v = dsub.add_parser("validate", help="schema, labels, duplicates, leakage and label shares")
     v.add_argument("path", nargs="?", default="data/corpus/sentences.jsonl")
     v.add_argument("--exclusions", help="hashed pages no article may come from (default: ../shared/eval-exclusions.txt)")

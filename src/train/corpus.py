@@ -16,7 +16,7 @@ import numpy as np
 
 from train import realnews
 from train.data import DataError, file_digest
-from train.provenance import CORPUS_SEED
+from train.provenance import CORPUS_SEED, outlet_group
 
 CODES = {"C": "claim", "Q": "attributed_quote", "U": "unverified", "O": "official_response"}
 SHARES = {"train": 0.70, "dev": 0.15, "test": 0.15}
@@ -63,8 +63,39 @@ def _assign(articles: list[dict], seed: int) -> dict[str, str]:
     return out
 
 
-def build(raw: str | Path, out: str | Path, seed: int = CORPUS_SEED, real: str | Path | None = None) -> dict:
-    """sentences.jsonl from the synthetic articles (`raw`) and the real-news ones (`real`, split by outlet)."""
+def _moved_articles(out: Path, rows: list[dict], real_articles: list[dict]) -> str | None:
+    """Why the rebuild may not replace `out`: the articles already in it whose split would change, and the added
+    real articles that join their outlet to another's (`None` when nothing moves).  Splits are meant to be fixed, but outlets that carry
+    related stories are joined, so one added article that tells a held-out story pulls that outlet into train (or
+    a train outlet into dev or test) without any other sign."""
+    if not out.exists():
+        return None
+    before: dict[str, str] = {}
+    with out.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            before[row["article_id"]] = row["split"]
+    after = {r["article_id"]: r["split"] for r in rows}
+    moved = sorted(a for a in before if a in after and after[a] != before[a])
+    if not moved:
+        return None
+    added = {a["article_id"] for a in real_articles if a["article_id"] not in before}
+    group = {a["article_id"]: outlet_group(a["outlet"]) for a in real_articles}
+    stories = [(a["article_id"], a["source_url"], a["title"], [s["text"] for s in a["sentences"]]) for a in real_articles]
+    causes = sorted((new, old, why) for x, y, why in realnews.same_story(stories, threshold=realnews.RELATED)
+                    for new, old in ((x, y), (y, x)) if new in added and old in before and group[new] != group[old])
+    lines = [f"{len(moved)} articles already in {out} would change split: "
+             + ", ".join(f"{a} {before[a]} -> {after[a]}" for a in moved[:20]) + (" ..." if len(moved) > 20 else "")]
+    lines += [f"  added article {new} joins its outlet to {old}'s ({why})" for new, old, why in causes]
+    lines.append("Drop the added articles that tell a story the corpus holds in another split (log them in pages/), "
+                 "or rebuild with --allow-split-changes to re-split on purpose.")
+    return "\n".join(lines)
+
+
+def build(raw: str | Path, out: str | Path, seed: int = CORPUS_SEED, real: str | Path | None = None,
+          allow_split_changes: bool = False) -> dict:
+    """sentences.jsonl from the synthetic articles (`raw`) and the real-news ones (`real`, split by outlet).  An
+    existing `out` is replaced only when no article in it changes split, unless `allow_split_changes`."""
     raw, out = Path(raw), Path(out)
     articles = [(path, a) for path, a in _raw_articles(raw)]
     splits = _assign([a for _, a in articles], seed)
@@ -84,6 +115,9 @@ def build(raw: str | Path, out: str | Path, seed: int = CORPUS_SEED, real: str |
     real_splits = realnews.assign_outlet_splits(real_articles, seed)
     for article in real_articles:
         rows.extend(realnews.sentence_rows(article, real_splits[article["article_id"]]))
+    moved = None if allow_split_changes else _moved_articles(out, rows, real_articles)
+    if moved:
+        raise DataError(moved)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

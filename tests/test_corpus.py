@@ -198,6 +198,11 @@ def test_a_rebuild_that_would_move_an_article_to_another_split_is_refused(tmp_pa
     splits = {json.loads(l)["article_id"]: json.loads(l)["split"] for l in out.read_text().splitlines()}
     assert splits["n"] == splits["t"] == splits["u"] == splits["d"] == "dev"
 
+    out.write_text("not a corpus\n")
+    done = run_cli("data", "build", "--raw", tmp_path / "raw", "--real", tmp_path / "real", "--out", out)
+    assert done.returncode == 2 and f"{out}:1: not a built corpus row" in done.stderr and "Traceback" not in done.stderr
+    assert out.read_text() == "not a corpus\n"
+
 
 def test_two_paraphrases_of_one_story_are_one_story(tmp_path):
     texts = ["Police in Leeds arrested Tomas Varga, 34, on Friday after the Kirkgate fire.",

@@ -72,9 +72,13 @@ def _moved_articles(out: Path, rows: list[dict], real_articles: list[dict]) -> s
         return None
     before: dict[str, str] = {}
     with out.open(encoding="utf-8") as lines:
-        for line in lines:
-            row = json.loads(line)
-            before[row["article_id"]] = row["split"]
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+                before[row["article_id"]] = row["split"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DataError(f"{out}:{number}: not a built corpus row, so the rebuild cannot tell which articles "
+                                "it would move; choose another --out or remove the file") from None
     after = {r["article_id"]: r["split"] for r in rows}
     moved = sorted(a for a in before if a in after and after[a] != before[a])
     if not moved:

@@ -65,9 +65,9 @@ def _assign(articles: list[dict], seed: int) -> dict[str, str]:
 
 def _moved_articles(out: Path, rows: list[dict], real_articles: list[dict]) -> str | None:
     """Why the rebuild may not replace `out`: the articles already in it whose split would change, and the added
-    real articles that join their outlet to another's (`None` when nothing moves).  Splits are meant to be fixed, but outlets that carry
-    related stories are joined, so one added article that tells a held-out story pulls that outlet into train (or
-    a train outlet into dev or test) without any other sign."""
+    real articles that join their outlet to another's (`None` when nothing moves).  Splits are meant to be fixed,
+    but outlets that carry related stories are joined, so one added article that tells a held-out story pulls that
+    outlet into train (or a train outlet into dev or test) without any other sign."""
     if not out.exists():
         return None
     before: dict[str, str] = {}
@@ -85,8 +85,7 @@ def _moved_articles(out: Path, rows: list[dict], real_articles: list[dict]) -> s
         return None
     added = {a["article_id"] for a in real_articles if a["article_id"] not in before}
     group = {a["article_id"]: outlet_group(a["outlet"]) for a in real_articles}
-    stories = [(a["article_id"], a["source_url"], a["title"], [s["text"] for s in a["sentences"]]) for a in real_articles]
-    causes = sorted((new, old, why) for x, y, why in realnews.same_story(stories, threshold=realnews.RELATED)
+    causes = sorted((new, old, why) for x, y, why in realnews.related_stories(real_articles)
                     for new, old in ((x, y), (y, x)) if new in added and old in before and group[new] != group[old])
     lines = [f"{len(moved)} articles already in {out} would change split: "
              + ", ".join(f"{a} {before[a]} -> {after[a]}" for a in moved[:20]) + (" ..." if len(moved) > 20 else "")]

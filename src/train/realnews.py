@@ -84,11 +84,16 @@ def _linked_groups(articles: list[dict]) -> dict[str, str]:
     outlet = {a["article_id"]: outlet_group(a["outlet"]) for a in articles}
     for group in outlet.values():
         find(group)
-    stories = [(a["article_id"], a["source_url"], a["title"], [s["text"] for s in a["sentences"]]) for a in articles]
-    for x, y, _ in same_story(stories, threshold=RELATED):
+    for x, y, _ in related_stories(articles):
         a, b = find(outlet[x]), find(outlet[y])
         parent[max(a, b)] = min(a, b)
     return {o: find(o) for o in set(outlet.values())}
+
+
+def related_stories(articles: list[dict]) -> list[tuple[str, str, str]]:
+    """(article, article, why) for raw articles related closely enough that their outlets share a split."""
+    return same_story([(a["article_id"], a["source_url"], a["title"], [s["text"] for s in a["sentences"]])
+                       for a in articles], threshold=RELATED)
 
 
 def assign_outlet_splits(articles: list[dict], seed: int) -> dict[str, str]:

@@ -522,6 +522,24 @@ def test_frozen_layers_keep_their_weights_and_bf16_training_learns(tmp_path):
     np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
 
 
+def test_encoder_layers_trains_and_logs_the_lower_blocks_only(tmp_path):
+    """`encoder_layers: 1` of the tiny BERT's two: the saved encoder is one block deep (config and weights), it loads
+    as such, still learns the separable task, and its ONNX graph scores as the torch model does."""
+    from safetensors.torch import load_file
+
+    from newstag_model.load import load
+
+    _, splits, _, clf, accuracy = fit_separable(tmp_path, "encoder_layers: 1")
+    encoder = tmp_path / "model" / "encoder"
+    assert json.loads((encoder / "config.json").read_text())["num_hidden_layers"] == 1
+    saved = load_file(encoder / "model.safetensors")
+    assert any(".layer.0." in k for k in saved) and not any(".layer.1." in k for k in saved)
+    assert len(clf.model.encoder.encoder.layer) == 1
+    assert accuracy >= 0.9
+    onnx = load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
+    np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
+
+
 def test_dropout_zero_makes_training_mode_deterministic(tmp_path):
     """`model.dropout: 0` replaces every dropout probability of the checkpoint's config: in training mode two passes
     then agree exactly; the checkpoint's own (0.1) makes them differ."""
@@ -539,7 +557,7 @@ def test_dropout_zero_makes_training_mode_deterministic(tmp_path):
         assert torch.equal(first, second) is same
 
 
-def test_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
+def test_keeping_or_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
     from tiny_transformer import build_tiny_bert
 
     from train import transformer
@@ -548,6 +566,11 @@ def test_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
     _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c"])))
     with pytest.raises(ConfigError, match=r"model.freeze_layers: 9 is more than the \d+ layers"):
         transformer.freeze_lower(encoder, 9)
+    with pytest.raises(ConfigError, match=r"model.encoder_layers: 3 is more than the 2 layers"):
+        transformer.keep_lower(encoder, 3)
+    transformer.keep_lower(encoder, 1)  # then freezing both of the two it had is too many
+    with pytest.raises(ConfigError, match=r"model.freeze_layers: 2 is more than the 1 layers"):
+        transformer.freeze_lower(encoder, 2)
 
 
 def test_a_job_pins_the_runtime_auto_resolved_to(tmp_path, tiny_transformer):

@@ -126,6 +126,9 @@ class TransformerModel(Strict):
     dropout: float | None = Field(None, ge=0, lt=1, description="every dropout probability of the encoder and the "
                                   "head (null: the checkpoint's own, 0.1 for the head); 0 saves dropout's random "
                                   "masks, ~12% of a CPU training step")
+    encoder_layers: int | None = Field(None, ge=1, description="keep only the pretrained encoder's lowest N layers "
+                                       "(null: all): each dropped layer is a share of every training step and of "
+                                       "every tagged sentence; the logged encoder is the shorter one")
     freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the lowest N encoder layers at their "
                                                     "pretrained weights: fewer gradients and optimizer updates a step")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of each sentence's target spread evenly over "

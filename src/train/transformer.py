@@ -64,6 +64,18 @@ def _blocks(encoder, key: str) -> torch.nn.ModuleList:
     return stack
 
 
+def keep_lower(encoder, layers: int | None) -> None:
+    """Drop every block above the lowest `layers` (None: keep all), in the module and in its config, so that the
+    encoder saves and loads as the shorter model it now is."""
+    if layers is None:
+        return
+    stack = _blocks(encoder, "model.encoder_layers")
+    if layers > len(stack):
+        raise ConfigError(f"model.encoder_layers: {layers} is more than the {len(stack)} layers this encoder has")
+    del stack[layers:]
+    encoder.config.num_hidden_layers = layers
+
+
 def freeze_lower(encoder, layers: int) -> None:
     """Embeddings and the lowest `layers` blocks stop learning (0: all learn): a faster step on two cores."""
     if not layers:
@@ -244,6 +256,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
     if chunked and positions and context["chunk_tokens"] > positions - 2:
         raise ConfigError(f"context.chunk_tokens: {params.name_or_path!r} reads at most {positions - 2} tokens an "
                           f"input, not {context['chunk_tokens']}")
+    keep_lower(encoder, params.encoder_layers)
     torch.manual_seed(cfg.seed)
     model = encoder_classifier(encoder, len(labels), params.pooling,
                                0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,

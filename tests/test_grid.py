@@ -44,3 +44,14 @@ def test_an_ensemble_row_names_its_members():
               "model.members.1.name": "tfidf", "model.members.2.config": "None", "model.members.2.model": "models:/m@x",
               "model.members.2.name": "None", "context.title": "True"}
     assert Row("ens", params, {}, 1, 1.0).describe()["encoder"] == "transformer + tfidf + models:/m@x"
+
+
+def test_a_transformer_row_says_when_it_keeps_only_the_lower_layers():
+    """`model.encoder_layers` makes another model of the same checkpoint: its row must not read as the whole one."""
+    from train.grid import Row
+
+    params = {"model.kind": "transformer", "model.name_or_path": "sentence-transformers/all-mpnet-base-v2",
+              "model.encoder_layers": "None"}
+    assert Row("t", params, {}, 1, 1.0).describe()["encoder"] == "all-mpnet-base-v2"
+    params["model.encoder_layers"] = "6"
+    assert Row("t", params, {}, 1, 1.0).describe()["encoder"] == "all-mpnet-base-v2 (lowest 6 layers)"

@@ -69,7 +69,8 @@ def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
     from transformers.modeling_outputs import SequenceClassifierOutput
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # pipeline() warns that the adapter is not a registered architecture
+    # pipeline() logs, as an error, that the adapter is not a registered architecture, with every one that is
+    hf_logging.set_verbosity(hf_logging.CRITICAL)
     clf = load_classifier(model_dir, runtime="torch")
 
     class Adapter(PreTrainedModel):

@@ -55,12 +55,15 @@ def load_pretrained(name_or_path: str, dropout: float | None = None):
         raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None
 
 
-def _blocks(encoder, key: str) -> torch.nn.ModuleList:
-    """The encoder's stack of blocks (the ModuleList as long as its config's layer count)."""
+def _blocks(encoder, key: str, layers: int = 0) -> torch.nn.ModuleList:
+    """The encoder's stack of blocks (the ModuleList as long as its config's layer count), which `key` asks
+    `layers` of."""
     stack = next((m for m in encoder.modules() if isinstance(m, torch.nn.ModuleList)
                   and len(m) == encoder.config.num_hidden_layers), None)
     if stack is None:
         raise ConfigError(f"{key}: cannot find this encoder's stack of layers; leave {key} at its default")
+    if layers > len(stack):
+        raise ConfigError(f"{key}: {layers} is more than the {len(stack)} layers this encoder has")
     return stack
 
 
@@ -69,9 +72,7 @@ def keep_lower(encoder, layers: int | None) -> None:
     encoder saves and loads as the shorter model it now is."""
     if layers is None:
         return
-    stack = _blocks(encoder, "model.encoder_layers")
-    if layers > len(stack):
-        raise ConfigError(f"model.encoder_layers: {layers} is more than the {len(stack)} layers this encoder has")
+    stack = _blocks(encoder, "model.encoder_layers", layers)
     del stack[layers:]
     encoder.config.num_hidden_layers = layers
 
@@ -80,9 +81,7 @@ def freeze_lower(encoder, layers: int) -> None:
     """Embeddings and the lowest `layers` blocks stop learning (0: all learn): a faster step on two cores."""
     if not layers:
         return
-    stack = _blocks(encoder, "model.freeze_layers")
-    if layers > len(stack):
-        raise ConfigError(f"model.freeze_layers: {layers} is more than the {len(stack)} layers this encoder has")
+    stack = _blocks(encoder, "model.freeze_layers", layers)
     for module in (getattr(encoder, "embeddings", None) or encoder.get_input_embeddings(), *stack[:layers]):
         module.requires_grad_(False)
 

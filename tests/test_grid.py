@@ -55,3 +55,8 @@ def test_a_transformer_row_says_when_it_keeps_only_the_lower_layers():
     assert Row("t", params, {}, 1, 1.0).describe()["encoder"] == "all-mpnet-base-v2"
     params["model.encoder_layers"] = "6"
     assert Row("t", params, {}, 1, 1.0).describe()["encoder"] == "all-mpnet-base-v2 (lowest 6 layers)"
+    params.update({"model.max_length": "96", "model.lora_rank": "16"})
+    assert (Row("t", params, {}, 1, 1.0).describe()["encoder"]
+            == "all-mpnet-base-v2 (lowest 6 layers) (96 tokens) (LoRA rank 16)")
+    params.update({"model.encoder_layers": "None", "model.max_length": "128", "model.lora_rank": "0"})
+    assert Row("t", params, {}, 1, 1.0).describe()["encoder"] == "all-mpnet-base-v2"

@@ -723,3 +723,41 @@ def test_target_pooling_without_a_separator_token_names_the_key(tmp_path, monkey
     with pytest.raises(ConfigError, match="model.pooling: target .* has none; use mean"):
         transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_lora_trains_adapters_and_logs_a_plain_encoder(tmp_path):
+    """`lora_rank` on the tiny BERT's upper block (the lower one frozen): it still learns the separable task; the saved
+    encoder has exactly the checkpoint's tensors, the frozen block's unchanged and the adapted block's moved by the
+    merged update; its ONNX graph scores as the torch model does."""
+    from safetensors.torch import load_file
+
+    from newstag_model.load import load
+
+    _, splits, bert, clf, accuracy = fit_separable(tmp_path, "lora_rank: 8, lora_alpha: 32, freeze_layers: 1")
+    assert accuracy >= 0.9
+    before = load_file(bert / "model.safetensors")
+    after = load_file(tmp_path / "model" / "encoder" / "model.safetensors")
+    assert {k.removeprefix("bert.") for k in before} >= set(after) and not any("lora" in k for k in after)
+    moved = {k for k in after if not np.array_equal(after[k].numpy(), before.get(k, before.get("bert." + k)).numpy())}
+    products = {k for k in after if ".layer.1." in k and k.endswith(".weight") and "LayerNorm" not in k}
+    assert len(products) == 6 and products <= moved, sorted(moved)  # q, k, v, attention output, intermediate, output
+    assert all(".layer.1." in k and (k in products or "LayerNorm" in k) for k in moved), sorted(moved)  # biases frozen
+    onnx = load(tmp_path / "model", runtime="onnx").predict_proba(splits.test)
+    np.testing.assert_allclose(onnx, clf.predict_proba(splits.test), rtol=0, atol=1e-4)
+
+
+def test_a_merged_adapter_computes_what_it_trained():
+    import torch
+
+    from train.lora import Adapted
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(8, 6)
+    adapted = Adapted(base, rank=2, alpha=4.0, dtype=torch.float32)
+    x = torch.randn(5, 8)
+    assert torch.equal(adapted(x), base(x))  # B starts at zero: the checkpoint's own function
+    with torch.no_grad():
+        adapted.lora_b.normal_()
+    trained = adapted(x)
+    assert not torch.allclose(trained, base(x), atol=1e-3)
+    torch.testing.assert_close(adapted.merged()(x), trained, rtol=0, atol=1e-5)

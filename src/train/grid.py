@@ -39,8 +39,11 @@ class Row:
         encoder = p.get("model.name_or_path", "tf-idf").rsplit("/", 1)[-1] if kind == "transformer" else "tf-idf + LR"
         if kind == "ensemble":
             encoder = " + ".join(_member_names(p))
-        if kind == "transformer" and p.get("model.encoder_layers", "None") != "None":
-            encoder += f" (lowest {p['model.encoder_layers']} layers)"
+        if kind == "transformer":  # what makes a row cheaper than its checkpoint read whole
+            for key, default, note in (("model.encoder_layers", "None", "lowest {} layers"),
+                                       ("model.max_length", "128", "{} tokens"), ("model.lora_rank", "0", "LoRA rank {}")):
+                if p.get(key, default) != default:
+                    encoder += f" ({note.format(p[key])})"
         sources = ", ".join(f"{k.split('.')[-1]} {float(v):g}" for k, v in sorted(p.items())
                             if k.startswith("data.train_sources.") and float(v) > 0)
         epochs = f"{float(p['model.epochs']):g}" if kind == "transformer" and "model.epochs" in p else "–"

@@ -131,6 +131,10 @@ class TransformerModel(Strict):
                                        "every tagged sentence; the logged encoder is the shorter one")
     freeze_layers: int = Field(0, ge=0, description="keep the embeddings and the lowest N encoder layers at their "
                                                     "pretrained weights: fewer gradients and optimizer updates a step")
+    lora_rank: int = Field(0, ge=0, description="learn a rank-N update beside each frozen Linear weight of the "
+                                                "trainable blocks (LoRA; 0: fine-tune the weights themselves): no "
+                                                "weight gradients for the big products; merged before logging")
+    lora_alpha: float = Field(32.0, gt=0, description="LoRA's update is scaled by lora_alpha / lora_rank")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="share of each sentence's target spread evenly over "
                                                               "the labels: softer targets for noisy labels")
     layer_lr_decay: float = Field(

@@ -30,6 +30,7 @@ from newstag_model.runtime import native_bf16
 from newstag_model.schema import write_meta
 from newstag_model.transformer import TransformerClassifier
 from train import chunking, metrics, pretrained, progress, stacking
+from train.lora import add_adapters, merge_adapters
 from train.config import Config, ConfigError
 from train.data import Splits
 
@@ -261,6 +262,13 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
                                0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
                                chunked=chunked)
     freeze_lower(model.encoder, params.freeze_layers)
+    precision = params.train_precision
+    if precision == "auto":
+        precision = "bf16" if native_bf16() else "fp32"
+    bf16 = precision == "bf16"
+    if params.lora_rank:
+        add_adapters(_blocks(model.encoder, "model.lora_rank")[params.freeze_layers:], params.lora_rank,
+                     params.lora_alpha, torch.bfloat16 if bf16 else torch.float32)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])
     weights = None
@@ -277,10 +285,6 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
         ids = np.asarray(prediction.label_ids).reshape(-1)  # chunks: padded with -100 (chunking.collator)
         return evaluator.primary([labels[i] for i in ids[ids >= 0]], softmax(logits[ids >= 0]))
 
-    precision = params.train_precision
-    if precision == "auto":
-        precision = "bf16" if native_bf16() else "fp32"
-    bf16 = precision == "bf16"
     # Dev is scored each epoch only when there is an epoch to choose: with one, the Trainer's dev pass (minutes for a
     # base-size encoder on two cores) would repeat the final evaluation.
     per_epoch = params.epochs > 1
@@ -321,6 +325,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
         trainer.train()
         # Without the autocast wrapper bf16 training puts on forward: the export must trace fp32 arithmetic.
         model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False).eval()
+        merge_adapters(model)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(model_dir / "encoder")
     tokenizer.save_pretrained(model_dir / "encoder")

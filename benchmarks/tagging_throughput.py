@@ -51,15 +51,15 @@ def real_dump(path: Path, data: str, n: int) -> None:
             fh.write(json.dumps({"id": aid[1], "title": rows["title"].iloc[0], "text": " ".join(rows["text"])}) + "\n")
 
 
-def tag(dump: Path, model: str, out: Path, *options: str) -> tuple[float, pd.DataFrame]:
-    """Wall time of a whole ``newstag tag`` process, and its output rows."""
+def tag(dump: Path, model: str, out: Path, *options: str) -> tuple[float, pd.DataFrame, dict]:
+    """Wall time of a whole ``newstag tag`` process, its output rows and its summary (the last stdout line)."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "newstag", "tag", str(dump), "-o", str(out), "--model", model,
                            "--no-progress", *options], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 3):
         raise SystemExit(proc.stderr)
-    return seconds, pd.read_parquet(out)
+    return seconds, pd.read_parquet(out), json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
@@ -102,6 +102,19 @@ def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
     return pipe, calls, clf.labels, torch.get_num_threads()
 
 
+def where_it_went(times: list[tuple[float, pd.DataFrame, dict]]) -> str:
+    """Start-up (imports, model load) is the whole process less the job's own seconds; the job splits into reading,
+    segmentation, model calls and writing, and what is left (batching, output rows)."""
+    parts = {"start-up and model load": [t - s["seconds"] for t, _, s in times]}
+    for key in ("read", "segment", "model", "write"):
+        parts[key] = [s[f"{key}_seconds"] for _, _, s in times]
+    parts["the rest"] = [s["seconds"] - sum(s[f"{k}_seconds"] for k in ("read", "segment", "model", "write"))
+                         for _, _, s in times]
+    whole = statistics.median(t for t, *_ in times)
+    return ", ".join(f"{name} {statistics.median(v):.1f} s ({statistics.median(v) / whole:.0%})"
+                     for name, v in parts.items())
+
+
 def median_time(fn, repeats: int):
     times, result = [], None
     for _ in range(repeats):
@@ -123,10 +136,12 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int, others: lis
     # None: the model's default runtime, as a user runs it; then every other runtime (torch is the reference).
     for runtime in [None, *(r for r in RUNTIMES if r != default and (others is None or r in {"torch", *others}))]:
         times = [tag(dump, uri, tmp / "out.parquet", *(["--runtime", runtime] if runtime else [])) for _ in range(repeats)]
-        runs[runtime] = (statistics.median(t for t, _ in times), times[-1][1])
+        runs[runtime] = (statistics.median(t for t, *_ in times), times[-1][1])
+        if runtime is None:
+            split = where_it_went(times)
     if workers and cores() > 1:  # the default runtime in one worker process a core, one intra-op thread each
         times = [tag(dump, uri, tmp / "out.parquet", "--workers", str(cores())) for _ in range(repeats)]
-        runs[f"workers {cores()}"] = (statistics.median(t for t, _ in times), times[-1][1])
+        runs[f"workers {cores()}"] = (statistics.median(t for t, *_ in times), times[-1][1])
     reference = runs["torch" if "torch" in runs else None][1]
     probs = [c for c in reference.columns if c.startswith("prob_")]
     titles = {json.loads(line)["id"]: json.loads(line)["title"] for line in open(dump, encoding="utf-8")}
@@ -134,7 +149,7 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int, others: lis
     naive_t, naive_out = median_time(lambda: [pipe(c) for c in calls], repeats)
     naive_out = [out[0] if out and isinstance(out[0], list) else out for out in naive_out]  # some versions nest
     naive_labels = np.array([max(out, key=lambda d: d["score"])["label"] for out in naive_out])
-    _, alone = tag(dump, uri, tmp / "out.parquet", "--batch-size", "1")  # each article in a model call of its own
+    _, alone, _ = tag(dump, uri, tmp / "out.parquet", "--batch-size", "1")  # each article in a model call of its own
 
     n = len(reference)
     print(f"\n{uri}: default runtime {meta['runtime']} ({default} here), context {meta.get('context')}; "
@@ -152,6 +167,7 @@ def transformer_table(uri: str, dump: Path, tmp: Path, repeats: int, others: lis
         same = (rows["label"] == reference["label"]).mean()
         print(f"| {name}, whole process | {seconds:.1f} | {n / seconds:,.0f} | {naive_t / seconds:.1f}x "
               f"| {diff:.1e} | {same:.2%} |")
+    print(f"\nWhere the default's whole process went (median of {repeats}): {split}")
     moved = np.abs(alone[probs].to_numpy() - runs[None][1][probs].to_numpy()).max()
     print(f"\nBatch invariance (default runtime): largest probability change when each article is tagged in a model "
           f"call of its own (--batch-size 1): {moved:.1e}")

@@ -105,11 +105,10 @@ def naive_pipeline(model_dir: str, rows: pd.DataFrame, titles: dict[str, str]):
 def where_it_went(times: list[tuple[float, pd.DataFrame, dict]]) -> str:
     """Start-up (imports, model load) is the whole process less the job's own seconds; the job splits into reading,
     segmentation, model calls and writing, and what is left (batching, output rows)."""
-    parts = {"start-up and model load": [t - s["seconds"] for t, _, s in times]}
-    for key in ("read", "segment", "model", "write"):
-        parts[key] = [s[f"{key}_seconds"] for _, _, s in times]
-    parts["the rest"] = [s["seconds"] - sum(s[f"{k}_seconds"] for k in ("read", "segment", "model", "write"))
-                         for _, _, s in times]
+    job = ("read", "segment", "model", "write")
+    parts = {"start-up and model load": [t - s["seconds"] for t, _, s in times],
+             **{key: [s[f"{key}_seconds"] for _, _, s in times] for key in job},
+             "the rest": [s["seconds"] - sum(s[f"{key}_seconds"] for key in job) for _, _, s in times]}
     whole = statistics.median(t for t, *_ in times)
     return ", ".join(f"{name} {statistics.median(v):.1f} s ({statistics.median(v) / whole:.0%})"
                      for name, v in parts.items())
